@@ -1,0 +1,69 @@
+# Set-up and entry points. Every target does all of its set-up on a fresh machine.
+#   make demo    venv + torch (CPU) + pst, then the self-training demo on the toy scenes
+#   make test    the same set-up plus test extras, the CMake op library, then the test suite
+#   make bench   the clustering and morphology benchmarks against scikit-learn / OpenCV / scipy
+PYTHON  ?= python3
+VENV    ?= .venv
+PY      := $(VENV)/bin/python
+PIP     := $(PY) -m pip
+TORCH   ?= torch==2.13.0
+OUT     ?= runs/demo
+PYTEST_ARGS ?=
+CMAKE_BUILD := build/cmake
+
+.PHONY: demo test bench setup setup-test build cmake-lib cuda-check clean
+
+$(VENV)/bin/python:
+	$(PYTHON) -m venv $(VENV)
+	$(PIP) install -q --upgrade pip
+
+# torch first and pinned: pst's own "torch>=..." is then already satisfied, so pip never
+# pulls a second (CUDA) torch onto a CPU machine.
+$(VENV)/.torch: $(VENV)/bin/python
+	$(PIP) install -q "$(TORCH)"
+	touch $@
+
+$(VENV)/.pst: $(VENV)/.torch pyproject.toml setup.py $(wildcard csrc/*.cpp csrc/*.h csrc/*/*.cpp csrc/*/*.h csrc/*/*.cu)
+	$(PIP) install -q setuptools wheel ninja
+	$(PIP) install -q --no-build-isolation -e ".[cpu]"
+	touch $@
+
+$(VENV)/.test: $(VENV)/.pst
+	$(PIP) install -q --no-build-isolation -e ".[cpu,test]"
+	touch $@
+
+setup: $(VENV)/.pst
+setup-test: $(VENV)/.test
+
+demo: setup
+	$(VENV)/bin/pst demo --out $(OUT)
+
+# The second build of the same sources, for libtorch users; a test loads it.
+cmake-lib: setup
+	cmake -S . -B $(CMAKE_BUILD) -G Ninja -DCMAKE_BUILD_TYPE=Release \
+	  -DCMAKE_PREFIX_PATH="$$($(PY) -c 'import torch; print(torch.utils.cmake_prefix_path)')" > $(CMAKE_BUILD).log 2>&1 \
+	  || (cat $(CMAKE_BUILD).log; exit 1)
+	cmake --build $(CMAKE_BUILD)
+
+# Compile-check every CUDA source with nvcc when it is installed (no GPU needed).
+cuda-check:
+	@if command -v nvcc >/dev/null 2>&1; then \
+	  for f in csrc/cuda/*.cu; do [ -e "$$f" ] || continue; echo "nvcc -c $$f"; \
+	    nvcc -std=c++17 -O2 -Icsrc --expt-relaxed-constexpr -gencode=arch=compute_90,code=sm_90 \
+	      -c "$$f" -o /tmp/pst_cuda_check.o || exit 1; done; \
+	else echo "nvcc not found: CUDA sources not compile-checked"; fi
+
+test: setup-test cmake-lib
+	PST_CMAKE_LIB=$(CURDIR)/$(CMAKE_BUILD)/libpst_ops.so $(PY) -m pytest $(PYTEST_ARGS)
+
+bench: setup-test
+	$(PY) benchmarks/bench_cluster.py
+	$(PY) benchmarks/bench_morph.py
+
+# For developers already in an environment with torch: rebuild pst._C in place
+# (serialised, so parallel builds in one tree do not clobber each other).
+build:
+	flock /tmp/pst-build.lock $(PYTHON) setup.py -q build_ext --inplace
+
+clean:
+	rm -rf build $(VENV) pst/*.so *.egg-info

@@ -1,0 +1,45 @@
+// Argument checks shared by the kernels. Each says what was expected and what came.
+#pragma once
+
+#include <ATen/core/Tensor.h>
+#include <c10/util/Exception.h>
+
+#include <cmath>
+
+namespace pst {
+
+inline void check_dim(const at::Tensor& t, int64_t dim, const char* name, const char* layout) {
+  TORCH_CHECK(t.dim() == dim, name, " should be a ", dim, "-D tensor ", layout, ", got shape ",
+              t.sizes());
+}
+
+inline void check_floating(const at::Tensor& t, const char* name) {
+  TORCH_CHECK(t.scalar_type() == at::kFloat || t.scalar_type() == at::kDouble, name,
+              " should be float32 or float64, got ", t.scalar_type());
+}
+
+inline void check_dtype(const at::Tensor& t, at::ScalarType dtype, const char* name) {
+  TORCH_CHECK(t.scalar_type() == dtype, name, " should be ", dtype, ", got ", t.scalar_type());
+}
+
+inline void check_same_device(const at::Tensor& a, const at::Tensor& b, const char* name_a,
+                              const char* name_b) {
+  TORCH_CHECK(a.device() == b.device(), name_a, " and ", name_b,
+              " should be on the same device, got ", a.device(), " and ", b.device());
+}
+
+inline void check_positive_finite(double v, const char* name) {
+  TORCH_CHECK(std::isfinite(v) && v > 0, name, " should be a finite number > 0, got ", v);
+}
+
+// offsets: int64 [G+1], offsets[0] == 0, non-decreasing, offsets[G] == n. CPU tensors only
+// (the CUDA wrappers check the shape here and the values in Python).
+void check_offsets_cpu(const at::Tensor& offsets, int64_t n, const char* name, const char* of);
+
+inline void check_offsets_shape(const at::Tensor& offsets, const char* name) {
+  check_dim(offsets, 1, name, "[G + 1] of segment boundaries");
+  check_dtype(offsets, at::kLong, name);
+  TORCH_CHECK(offsets.size(0) >= 1, name, " should have at least one element (G + 1 >= 1), got 0");
+}
+
+}  // namespace pst

@@ -1,0 +1,5 @@
+import sys
+
+from pst.cli import main
+
+sys.exit(main())

@@ -1,0 +1,39 @@
+"""Loading of the compiled op library and the fake (meta) kernels of its ops.
+
+Importing this module loads ``pst._C``, whose static initialisers register every op
+with PyTorch's dispatcher as ``torch.ops.pst.<name>``. Kernels exist per device key
+(CPU always, CUDA when the extension was built with the CUDA toolkit); calling an op
+on a device without a kernel raises PyTorch's own "Could not run ... with arguments
+from the 'CUDA' backend" error.
+"""
+
+from __future__ import annotations
+
+import torch
+
+try:
+    from pst import _C  # noqa: F401  (registers torch.ops.pst.*)
+except ImportError as exc:  # pragma: no cover - only without a build
+    raise ImportError(
+        "pst's compiled ops (pst._C) are not built. Install with "
+        "`pip install --no-build-isolation .` (or `-e .` for development). "
+        f"Original error: {exc}"
+    ) from exc
+
+ops = torch.ops.pst
+
+
+def has_kernel(op: str, dispatch_key: str) -> bool:
+    """Whether ``torch.ops.pst.<op>`` has a kernel for ``dispatch_key`` ("CPU", "CUDA")."""
+    return torch._C._dispatch_has_kernel_for_dispatch_key(f"pst::{op}", dispatch_key)
+
+
+def has_cuda() -> bool:
+    """Whether this build of pst has CUDA kernels (whatever GPUs this machine has)."""
+    return has_kernel("nearest_center", "CUDA")
+
+
+@torch.library.register_fake("pst::nearest_center")
+def _nearest_center_fake(points, offsets, centers, center_offsets):
+    n = points.shape[0]
+    return points.new_empty((n,), dtype=torch.long), points.new_empty((n,))

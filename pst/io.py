@@ -1,0 +1,103 @@
+"""Atomic file writes: nothing half-written is ever left under the final name.
+
+Every writer goes to a temporary file in the destination folder, flushes and fsyncs
+it, then renames it over the destination (``os.replace`` is atomic on POSIX and
+Windows when both paths are on one file system). A crash leaves either the old file
+or the new one, plus at worst a stray ``.tmp-*`` file that the next write ignores.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import IO, Any, Iterator
+
+import numpy as np
+
+__all__ = [
+    "atomic_open",
+    "write_bytes",
+    "write_text",
+    "write_json",
+    "save_png",
+    "torch_save",
+    "read_png",
+]
+
+
+@contextlib.contextmanager
+def atomic_open(path: str | os.PathLike, mode: str = "wb") -> Iterator[IO]:
+    """Open a temporary file next to ``path``; on a clean exit it replaces ``path``."""
+    if mode not in ("w", "wb"):
+        raise ValueError(f"atomic_open supports mode 'w' or 'wb', got {mode!r}")
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".tmp-{path.name}.", dir=path.parent)
+    try:
+        with os.fdopen(fd, mode) as f:
+            yield f
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise
+
+
+def write_bytes(path: str | os.PathLike, data: bytes) -> None:
+    with atomic_open(path, "wb") as f:
+        f.write(data)
+
+
+def write_text(path: str | os.PathLike, text: str) -> None:
+    write_bytes(path, text.encode("utf-8"))
+
+
+def write_json(path: str | os.PathLike, obj: Any, indent: int = 2) -> None:
+    write_text(path, json.dumps(obj, indent=indent, sort_keys=False) + "\n")
+
+
+def save_png(path: str | os.PathLike, array: np.ndarray) -> None:
+    """Write a uint8 / uint16 [H, W] or uint8 [H, W, 3|4] array as a PNG, atomically."""
+    from PIL import Image
+
+    array = np.asarray(array)
+    if array.dtype == np.uint16 and array.ndim == 2:
+        image = Image.fromarray(array)  # 16-bit greyscale ("I;16")
+    elif array.dtype == np.uint8 and array.ndim in (2, 3):
+        image = Image.fromarray(array)
+    else:
+        raise ValueError(
+            f"save_png expects uint8 [H, W] / [H, W, 3|4] or uint16 [H, W], got {array.dtype} {array.shape}"
+        )
+    buf = io.BytesIO()
+    image.save(buf, format="PNG")
+    write_bytes(path, buf.getvalue())
+
+
+def read_png(path: str | os.PathLike) -> np.ndarray:
+    """Read a PNG into a numpy array, with an error that names the file when it is unreadable."""
+    from PIL import Image, UnidentifiedImageError
+
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: no such file")
+    try:
+        with Image.open(path) as im:
+            im.load()
+            return np.array(im)
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
+        raise ValueError(f"{path}: not a readable image ({exc})") from exc
+
+
+def torch_save(path: str | os.PathLike, obj: Any) -> None:
+    """``torch.save`` through a temporary file, so a kill mid-write leaves the old checkpoint."""
+    import torch
+
+    with atomic_open(path, "wb") as f:
+        torch.save(obj, f)
