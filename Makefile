@@ -40,6 +40,7 @@ demo: setup
 
 # The second build of the same sources, for libtorch users; a test loads it.
 cmake-lib: setup
+	mkdir -p $(CMAKE_BUILD)
 	cmake -S . -B $(CMAKE_BUILD) -G Ninja -DCMAKE_BUILD_TYPE=Release \
 	  -DCMAKE_PREFIX_PATH="$$($(PY) -c 'import torch; print(torch.utils.cmake_prefix_path)')" > $(CMAKE_BUILD).log 2>&1 \
 	  || (cat $(CMAKE_BUILD).log; exit 1)

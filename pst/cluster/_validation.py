@@ -36,9 +36,12 @@ def as_tensor(x: Any, name: str = "X") -> torch.Tensor:
         raise TypeError(f"{name}: sparse input is not supported, pass a dense array (got {type(x).__name__})")
     arr = np.asarray(x)
     if arr.dtype == object:
-        raise TypeError(f"{name} should be a numeric array, got an array of Python objects")
+        try:
+            arr = arr.astype(np.float64)
+        except (TypeError, ValueError) as exc:
+            raise TypeError(f"{name} should be a numeric array, got an array of Python objects ({exc})") from exc
     if np.iscomplexobj(arr):
-        raise ValueError(f"{name}: complex data is not supported, got dtype {arr.dtype}")
+        raise ValueError(f"Complex data not supported: {name} has dtype {arr.dtype}")
     if not arr.flags.writeable:
         arr = arr.copy()
     return torch.from_numpy(np.ascontiguousarray(arr))
@@ -67,7 +70,7 @@ def check_points(
             "data has a single feature or array.reshape(1, -1) if it contains a single sample."
         )
     if t.is_complex():
-        raise ValueError(f"{name}: complex data is not supported, got dtype {t.dtype}")
+        raise ValueError(f"Complex data not supported: {name} has dtype {t.dtype}")
     if dtype is not None:
         t = t.to(dtype)
     elif t.dtype not in FLOAT_DTYPES:

@@ -1,0 +1,100 @@
+#include <ATen/ATen.h>
+#include <ATen/Parallel.h>
+#include <torch/library.h>
+
+#include <cmath>
+#include <vector>
+
+#include "checks.h"
+#include "cpu/kdtree.h"
+#include "cpu/parallel.h"
+
+namespace pst {
+namespace {
+
+template <typename T>
+std::vector<cpu::KdTree<T>> build_forest(const T* pts, int64_t d, const int64_t* off, int64_t g) {
+  std::vector<cpu::KdTree<T>> trees(g);
+  std::vector<int64_t> rows(off[g]);
+  for (int64_t i = 0; i < off[g]; ++i) rows[i] = i;
+  cpu::dynamic_for(g, 1, [&](int64_t s) {
+    trees[s].build(pts, d, rows.data() + off[s], off[s + 1] - off[s]);
+  });
+  return trees;
+}
+
+std::tuple<at::Tensor, at::Tensor, at::Tensor> mean_shift_cpu(const at::Tensor& points, const at::Tensor& offsets,
+                                                              const at::Tensor& seeds,
+                                                              const at::Tensor& seed_segment, double bandwidth,
+                                                              int64_t max_iter, double tol) {
+  check_dim(points, 2, "points", "[N, D]");
+  check_floating(points, "points");
+  check_dim(seeds, 2, "seeds", "[S, D]");
+  TORCH_CHECK(seeds.scalar_type() == points.scalar_type(), "seeds should have the dtype of points (",
+              points.scalar_type(), "), got ", seeds.scalar_type());
+  TORCH_CHECK(seeds.size(1) == points.size(1), "seeds should have D = ", points.size(1),
+              " columns like points, got ", seeds.size(1));
+  check_dim(seed_segment, 1, "seed_segment", "[S]");
+  check_dtype(seed_segment, at::kLong, "seed_segment");
+  TORCH_CHECK(seed_segment.size(0) == seeds.size(0), "seed_segment should have one entry per seed (",
+              seeds.size(0), "), got ", seed_segment.size(0));
+  check_offsets_cpu(offsets, points.size(0), "offsets", "points");
+  check_positive_finite(bandwidth, "bandwidth");
+  TORCH_CHECK(max_iter >= 0, "max_iter should be >= 0, got ", max_iter);
+  TORCH_CHECK(std::isfinite(tol) && tol >= 0, "tol should be a finite number >= 0, got ", tol);
+
+  auto x = points.contiguous();
+  auto sd = seeds.contiguous();
+  auto off = offsets.contiguous();
+  auto seg = seed_segment.contiguous();
+  const int64_t d = x.size(1), s = sd.size(0), g = off.size(0) - 1;
+  const int64_t* pseg = seg.data_ptr<int64_t>();
+  for (int64_t i = 0; i < s; ++i)
+    TORCH_CHECK(pseg[i] >= 0 && pseg[i] < g, "seed_segment[", i, "] = ", pseg[i], " is not a segment index in [0, ", g,
+                ")");
+
+  auto modes = at::empty_like(sd);
+  auto counts = at::empty({s}, sd.options().dtype(at::kLong));
+  auto iters = at::empty({s}, sd.options().dtype(at::kLong));
+  if (s == 0) return {modes, counts, iters};
+  const double r2 = bandwidth * bandwidth;
+
+  AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "mean_shift_cpu", [&] {
+    const auto trees = build_forest<scalar_t>(x.data_ptr<scalar_t>(), d, off.data_ptr<int64_t>(), g);
+    const scalar_t* ps = sd.data_ptr<scalar_t>();
+    scalar_t* pm = modes.data_ptr<scalar_t>();
+    int64_t* pc = counts.data_ptr<int64_t>();
+    int64_t* pi = iters.data_ptr<int64_t>();
+    cpu::dynamic_for(s, 4, [&](int64_t i) {
+      std::vector<double> mean(d), old(d), sum(d);
+      for (int64_t j = 0; j < d; ++j) mean[j] = static_cast<double>(ps[i * d + j]);
+      const auto& tree = trees[pseg[i]];
+      int64_t it = 0, cnt = 0;
+      double wsum = 0;
+      // The loop of scikit-learn's _mean_shift_single_seed: query, move, test, count.
+      for (;;) {
+        tree.ball_sum(mean.data(), r2, sum.data(), wsum, cnt);
+        if (cnt == 0) break;
+        double shift = 0;
+        for (int64_t j = 0; j < d; ++j) {
+          old[j] = mean[j];
+          mean[j] = sum[j] / static_cast<double>(cnt);
+          const double diff = mean[j] - old[j];
+          shift += diff * diff;
+        }
+        if (std::sqrt(shift) <= tol || it == max_iter) break;
+        ++it;
+      }
+      for (int64_t j = 0; j < d; ++j) pm[i * d + j] = static_cast<scalar_t>(mean[j]);
+      pc[i] = cnt;
+      pi[i] = it;
+    });
+  });
+  return {modes, counts, iters};
+}
+
+}  // namespace
+
+TORCH_LIBRARY_IMPL(pst, CPU, m) { m.impl("mean_shift", &mean_shift_cpu); }
+
+}  // namespace pst
