@@ -33,7 +33,7 @@ namespace pst::cpu {
 template <typename T>
 class KdTree {
  public:
-  static constexpr int64_t kLeafSize = 64;
+  static constexpr int64_t kLeafSize = 128;
 
   struct Node {
     int64_t begin, end;  // rows [begin, end) of the reordered arrays

@@ -99,8 +99,12 @@ def get_bin_seeds(X: Any, bin_size: float, min_bin_freq: int = 1) -> torch.Tenso
     x = check_points(X, "X")
     bin_size = check_bandwidth(bin_size, "bin_size")
     check_scalar(min_bin_freq, "min_bin_freq", kind=numbers.Integral, min_val=1)
+    return _bin_seeds(x, bin_size, min_bin_freq)
+
+
+def _bin_seeds(x: torch.Tensor, bin_size: float, min_bin_freq: int) -> torch.Tensor:
     cells = torch.round(x.to(torch.float64) / bin_size)
-    uniq, counts = torch.unique(cells, dim=0, return_counts=True)
+    uniq, counts = _unique_rows(cells)
     keep = uniq[counts >= min_bin_freq]
     if keep.shape[0] == x.shape[0]:
         warnings.warn(f"Binning data failed with provided bin_size={bin_size:f}, using data points as seeds.",
@@ -110,6 +114,31 @@ def get_bin_seeds(X: Any, bin_size: float, min_bin_freq: int = 1) -> torch.Tenso
     if not bool(torch.isfinite(seeds).all()):  # beyond float32's range (scikit-learn gives inf there)
         return keep * bin_size
     return seeds.to(torch.float64)
+
+
+def _unique_rows(cells: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Distinct rows of an integer-valued float tensor and their counts (order unspecified).
+
+    Packs each row into one int64 key (mixed radix over the occupied range) when the range
+    allows it, which is much faster than ``torch.unique(dim=0)``; falls back to it otherwise.
+    """
+    if cells.numel() and float(cells.abs().max()) < 2.0 ** 52:
+        c = cells.to(torch.long)
+        lo = c.min(0).values
+        span = (c.max(0).values - lo + 1).tolist()
+        total = 1
+        for s in span:
+            total *= s
+        if total < 2 ** 62:
+            strides = [1] * len(span)
+            for j in range(len(span) - 2, -1, -1):
+                strides[j] = strides[j + 1] * span[j + 1]
+            key = ((c - lo) * torch.tensor(strides, device=c.device)).sum(1)
+            uk, inverse, counts = torch.unique(key, return_inverse=True, return_counts=True)
+            rep = torch.empty(uk.numel(), dtype=torch.long, device=c.device)
+            rep.scatter_(0, inverse, torch.arange(key.numel(), device=c.device))
+            return cells[rep], counts
+    return torch.unique(cells, dim=0, return_counts=True)
 
 
 def _merge_clusters(centers: torch.Tensor, labels: torch.Tensor, merge_distance: float):
@@ -161,7 +190,12 @@ def mean_shift(
     Returns:
         (centers [K, d] X's float dtype, labels [n] int64, n_iter), on X's device.
     """
-    x = check_points(X, "X")
+    return _mean_shift(check_points(X, "X"), bandwidth=bandwidth, seeds=seeds, bin_seeding=bin_seeding,
+                       min_bin_freq=min_bin_freq, cluster_all=cluster_all, max_iter=max_iter,
+                       merge_distance=merge_distance)
+
+
+def _mean_shift(x, *, bandwidth, seeds, bin_seeding, min_bin_freq, cluster_all, max_iter, merge_distance):
     device = x.device
     if bandwidth is None:
         if x.shape[0] < 2:
@@ -174,7 +208,7 @@ def mean_shift(
     check_scalar(min_bin_freq, "min_bin_freq", kind=numbers.Integral, min_val=1)
     check_scalar(merge_distance, "merge_distance", min_val=0.0, include_min=False, allow_none=True)
     if seeds is None:
-        s = get_bin_seeds(x, bandwidth, min_bin_freq) if bin_seeding else x
+        s = _bin_seeds(x, bandwidth, min_bin_freq) if bin_seeding else x
         if s.shape[0] == 0:
             raise ValueError(f"No bin has min_bin_freq={min_bin_freq} points or more: lower min_bin_freq "
                              "or widen bandwidth")
@@ -191,11 +225,9 @@ def mean_shift(
     if not bool(seen.any()):
         raise ValueError(f"No point was within bandwidth={bandwidth:f} of any seed. Try a different seeding "
                          "strategy or increase the bandwidth.")
-    modes, counts = modes[seen], counts[seen]
-    # identical modes are one (scikit-learn keys a dict by the mode)
-    modes, inverse = torch.unique(modes, dim=0, return_inverse=True)
-    weights = torch.zeros(modes.shape[0], dtype=torch.float64, device=device)
-    weights.scatter_reduce_(0, inverse, counts.to(torch.float64), reduce="amax", include_self=False)
+    # Identical modes (scikit-learn keys a dict by the mode) have identical counts, so the
+    # merge below keeps one of them, exactly as deduplicating first would.
+    modes, weights = modes[seen].contiguous(), counts[seen].to(torch.float64)
     segment = torch.zeros(modes.shape[0], dtype=torch.long, device=device)
     keeper, order = ops.merge_modes(modes, weights, segment, bandwidth)
     centers = modes[order[keeper[order] == order]]
@@ -273,7 +305,7 @@ class MeanShift(_ClusterBase):
     def fit(self, X, y=None):
         """Cluster ``X`` ([n, d] array). Returns self."""
         x = self._prepare(X)
-        centers, labels, n_iter = mean_shift(
+        centers, labels, n_iter = _mean_shift(
             x, bandwidth=self.bandwidth, seeds=self.seeds, bin_seeding=self.bin_seeding,
             min_bin_freq=self.min_bin_freq, cluster_all=self.cluster_all, max_iter=self.max_iter,
             merge_distance=self.merge_distance)

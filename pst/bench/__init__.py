@@ -1,0 +1,1 @@
+"""Benchmarks shipped with pst: ``pst bench <name>`` runs ``pst.bench.<name>.main``."""

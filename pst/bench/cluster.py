@@ -1,0 +1,252 @@
+"""Clustering benchmark: pst.cluster against scikit-learn on the same data, in one run.
+
+``pst bench cluster`` (or ``python benchmarks/bench_cluster.py``) writes
+``cluster.json`` and ``cluster.md`` into ``--out`` (default ``benchmarks/results``).
+Every row times both libraries on the same points (median of ``--repeat`` runs after
+one warm-up for pst) and reports the time ratio and the adjusted Rand index (ARI)
+against scikit-learn's labels and against the ground truth. scikit-learn is skipped
+where its estimated time exceeds ``--sk-budget`` seconds; those rows say so.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import platform
+import statistics
+import subprocess
+import time
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+import torch
+from sklearn import cluster as skc
+from sklearn.datasets import make_blobs
+from sklearn.metrics import adjusted_rand_score
+from tqdm import tqdm
+
+import pst.cluster as pc
+from pst.io import atomic_open, write_json
+
+log = logging.getLogger(__name__)
+
+QUANTILE = 0.05  # bandwidth quantile: sklearn's default 0.3 merges all blobs at d >= 8
+
+
+def blobs(n: int, d: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    X, y = make_blobs(n_samples=n, n_features=d, centers=10, random_state=seed)
+    return X, y
+
+
+def embedding_like(n: int, d: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """Pixel embeddings as an instance head makes them: instances of very different sizes
+    (power law), tight clusters (spread ~ delta_v = 0.5) about centres pushed apart
+    (~ 2 delta_d), and 5% boundary pixels blended between two instances."""
+    rng = np.random.default_rng(seed)
+    k = 24
+    sizes = rng.pareto(1.2, k) + 0.05
+    sizes = np.maximum((sizes / sizes.sum() * n).astype(int), 1)
+    sizes[0] += n - sizes.sum()
+    centers = rng.normal(size=(k, d))
+    centers *= 3.0 / np.linalg.norm(centers, axis=1, keepdims=True) * np.sqrt(d / 8)
+    y = np.repeat(np.arange(k), sizes)
+    scale = rng.uniform(0.12, 0.25, k)
+    X = centers[y] + rng.normal(size=(n, d)) * scale[y, None]
+    blend = rng.random(n) < 0.05
+    other = rng.integers(0, k, n)
+    t = rng.uniform(0.0, 0.35, n)[:, None]
+    X[blend] = (1 - t[blend]) * X[blend] + t[blend] * centers[other[blend]]
+    perm = rng.permutation(n)
+    return X[perm], y[perm]
+
+
+DATASETS: dict[str, Callable[[int, int, int], tuple[np.ndarray, np.ndarray]]] = {
+    "blobs": blobs,
+    "embedding": embedding_like,
+}
+
+
+def timed(fn: Callable[[], Any], repeat: int, warmup: bool = True) -> tuple[float, list[float], Any]:
+    if warmup:
+        fn()
+    times, out = [], None
+    for _ in range(repeat):
+        t0 = time.perf_counter()
+        out = fn()
+        times.append(time.perf_counter() - t0)
+    return statistics.median(times), times, out
+
+
+def machine() -> dict[str, Any]:
+    try:
+        commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
+                                timeout=10).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        commit = ""
+    cpu = platform.processor()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    import sklearn
+
+    return {"commit": commit, "torch": torch.__version__, "sklearn": sklearn.__version__, "cpu": cpu,
+            "cores": os.cpu_count(), "torch_threads": torch.get_num_threads(), "python": platform.python_version()}
+
+
+_SK_CACHE: dict[tuple[str, int, int], tuple[float, Any]] = {}
+
+
+def run_case(method: str, data: str, n: int, d: int, *, repeat: int, sk_budget: float,
+             sk_rate: dict[str, float]) -> dict[str, Any]:
+    X, y = DATASETS[data](n, d, 0)
+    bw = pc.estimate_bandwidth(X, quantile=QUANTILE, n_samples=min(n, 5000), random_state=0)
+    row: dict[str, Any] = {"method": method, "data": data, "n": n, "d": d, "bandwidth": bw}
+    if method == "MeanShift":
+        ours = lambda: pc.MeanShift(bandwidth=bw, bin_seeding=True).fit(X)  # noqa: E731
+    else:
+        ours = lambda: pc.MeanShiftPP(bandwidth=bw).fit(X)  # noqa: E731
+    ref = lambda: skc.MeanShift(bandwidth=bw, bin_seeding=True).fit(X)  # noqa: E731
+    t, ts, est = timed(ours, repeat)
+    row.update(pst_s=t, pst_runs=ts, pst_clusters=int(est.cluster_centers_.shape[0]),
+               pst_ari_truth=float(adjusted_rand_score(y, est.labels_)))
+    # scikit-learn's cost grows ~ n * (seeds) ; estimate from the rate measured on smaller runs
+    key = f"{data}:{d}"
+    guess = sk_rate.get(key, 0.0) * n
+    if guess > sk_budget:
+        row.update(sk_s=None, note=f"scikit-learn not run (estimated {guess:.0f} s > budget {sk_budget:.0f} s)")
+        return row
+    if (data, n, d) not in _SK_CACHE:  # the same scikit-learn run serves both pst methods
+        _SK_CACHE[(data, n, d)] = timed(ref, 1, warmup=False)
+    t_sk, ts_sk, sk = _SK_CACHE[(data, n, d)]
+    sk_rate[key] = max(sk_rate.get(key, 0.0), t_sk / n)
+    row.update(sk_s=t_sk, sk_runs=ts_sk, sk_clusters=int(sk.cluster_centers_.shape[0]),
+               sk_ari_truth=float(adjusted_rand_score(y, sk.labels_)),
+               ari_vs_sk=float(adjusted_rand_score(sk.labels_, est.labels_)), speedup=t_sk / t)
+    return row
+
+
+def instance_case(repeat: int) -> dict[str, Any]:
+    """cluster_instances on one Cityscapes-sized frame against one instance-model training step."""
+    g = torch.Generator().manual_seed(0)
+    h, w, d = 256, 512, 8
+    sem = torch.zeros(1, h, w, dtype=torch.long)
+    inst = torch.zeros(1, h, w, dtype=torch.long)
+    k = 0
+    thing_classes = [11, 12, 13, 14, 17, 18]
+    while float((inst > 0).float().mean()) < 0.2:
+        k += 1
+        hh, ww = int(torch.randint(12, 60, (1,), generator=g)), int(torch.randint(8, 90, (1,), generator=g))
+        y0, x0 = int(torch.randint(0, h - hh, (1,), generator=g)), int(torch.randint(0, w - ww, (1,), generator=g))
+        sem[0, y0:y0 + hh, x0:x0 + ww] = thing_classes[k % len(thing_classes)]
+        inst[0, y0:y0 + hh, x0:x0 + ww] = k
+    centers = torch.randn(k + 1, d, generator=g) * 1.5
+    emb = (centers[inst].permute(0, 3, 1, 2) + 0.2 * torch.randn(1, d, h, w, generator=g)).contiguous()
+    obj = (inst > 0).float() * 0.9 + 0.05
+    row: dict[str, Any] = {"frame": [d, h, w], "thing_fraction": float((sem > 0).float().mean()), "instances": k}
+    for method, kw in [("meanshift", dict(bandwidth=0.5, merge_distance=1.5)),
+                       ("meanshift++", dict(bandwidth=0.5, merge_distance=1.5))]:
+        t, ts, out = timed(lambda: pc.cluster_instances(emb, sem, obj, thing_classes=thing_classes, method=method,
+                                                        **kw), repeat)
+        m = sem > 0
+        row[method] = {"s": t, "runs": ts, "ari_truth": float(adjusted_rand_score(inst[m].numpy(), out[m].numpy()))}
+    try:
+        from pst.models import build_instance
+
+        for backbone in ("resnet101", "resnet50"):
+            model = build_instance(backbone=backbone, embed_dim=d)
+            opt = torch.optim.SGD(model.parameters(), lr=1e-3)
+            x = torch.rand(1, 3, h, w)
+
+            def step():
+                opt.zero_grad(set_to_none=True)
+                out = model(x)
+                loss = out["embedding"].square().mean() + out["objectness"].mean()
+                loss.backward()
+                opt.step()
+
+            t, ts, _ = timed(step, 1)
+            row[f"train_step_{backbone}_s"] = t
+    except ImportError as exc:  # the models are another part of the package
+        row["train_step_note"] = f"pst.models not available: {exc}"
+    return row
+
+
+def markdown(rows: list[dict[str, Any]], inst: dict[str, Any] | None, info: dict[str, Any]) -> str:
+    out = [f"# pst.cluster vs scikit-learn {info['sklearn']}",
+           "",
+           f"{info['cpu']}, {info['cores']} cores, torch {info['torch']} ({info['torch_threads']} threads), "
+           f"commit {info['commit']}. Bandwidth: `estimate_bandwidth(quantile={QUANTILE})`; scikit-learn runs "
+           "`MeanShift(bin_seeding=True)` with the same bandwidth. Times are medians; speed-up = sklearn / pst.",
+           "",
+           "| method | data | n | d | pst (s) | sklearn (s) | speed-up | ARI vs sklearn | ARI truth pst | ARI truth sklearn | clusters pst / sk |",
+           "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---|"]
+    for r in rows:
+        sk = r.get("sk_s")
+        out.append("| {m} | {data} | {n:.0e} | {d} | {p:.4f} | {s} | {x} | {a} | {at:.4f} | {st} | {cp} / {cs} |".format(
+            m=r["method"], data=r["data"], n=r["n"], d=r["d"], p=r["pst_s"],
+            s=f"{sk:.2f}" if sk is not None else "not run",
+            x=f"{r['speedup']:.0f}x" if sk is not None else "-",
+            a=f"{r['ari_vs_sk']:.4f}" if sk is not None else "-",
+            at=r["pst_ari_truth"], st=f"{r['sk_ari_truth']:.4f}" if sk is not None else "-",
+            cp=r["pst_clusters"], cs=r.get("sk_clusters", "-")))
+    if inst:
+        out += ["", "## cluster_instances on one frame",
+                f"Embeddings {inst['frame']}, {100 * inst['thing_fraction']:.0f}% of pixels in thing masks, "
+                f"{inst['instances']} instances.", "",
+                "| call | time (s) | ARI vs truth |", "|---|---:|---:|"]
+        for m in ("meanshift", "meanshift++"):
+            out.append(f"| cluster_instances({m}) | {inst[m]['s']:.4f} | {inst[m]['ari_truth']:.4f} |")
+        for k, v in inst.items():
+            if k.startswith("train_step_") and k.endswith("_s"):
+                name = k[len("train_step_"):-2]
+                out.append(f"| one instance-model training step ({name} U-Net, 1x3x256x512, fwd+bwd+SGD) | {v:.2f} | |")
+        if "train_step_note" in inst:
+            out.append(f"\n{inst['train_step_note']}")
+    return "\n".join(out) + "\n"
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="pst bench cluster", description=__doc__)
+    p.add_argument("--out", default="benchmarks/results", help="output folder (default: benchmarks/results)")
+    p.add_argument("--repeat", type=int, default=3, help="timed runs of pst per case (default: 3)")
+    p.add_argument("--sk-budget", type=float, default=40.0, help="skip scikit-learn runs estimated above this (s)")
+    p.add_argument("--quick", action="store_true", help="small sizes only (a smoke run)")
+    args = p.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    if args.quick:
+        cases = [("MeanShift", "blobs", 2000, 8), ("MeanShiftPP", "blobs", 10000, 8)]
+    else:
+        cases = []
+        for d in (2, 3, 8, 16, 32):
+            for n in (1000, 20000):
+                cases.append(("MeanShift", "blobs", n, d))
+        cases += [("MeanShift", "embedding", 20000, 8), ("MeanShift", "blobs", 100000, 8)]
+        for d in (2, 3, 8, 16, 32):
+            for n in (1000, 100000, 1000000):
+                cases.append(("MeanShiftPP", "blobs", n, d))
+        cases += [("MeanShiftPP", "embedding", 100000, 8), ("MeanShiftPP", "embedding", 1000000, 8)]
+    info = machine()
+    rows, sk_rate = [], {}
+    for method, data, n, d in tqdm(cases, desc="cluster bench"):
+        row = run_case(method, data, n, d, repeat=args.repeat, sk_budget=args.sk_budget, sk_rate=sk_rate)
+        log.info("%s", {k: v for k, v in row.items() if not k.endswith("_runs")})
+        rows.append(row)
+    inst = None if args.quick else instance_case(args.repeat)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    write_json(out / "cluster.json", {"machine": info, "quantile": QUANTILE, "rows": rows, "cluster_instances": inst})
+    with atomic_open(out / "cluster.md", "w") as f:
+        f.write(markdown(rows, inst, info))
+    log.info("wrote %s and %s", out / "cluster.json", out / "cluster.md")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,1 @@
+"""Subcommands of the ``pst`` command line; each module has register(subparsers)."""
