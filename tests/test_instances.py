@@ -34,7 +34,7 @@ def same_partition(a, b):
     return len(pairs) == len(set(a.tolist())) == len(set(b.tolist()))
 
 
-@pytest.mark.parametrize("method", ["meanshift", "meanshift++"])
+@pytest.mark.parametrize("method", ["meanshift", "meanshift++", "agglomerative"])
 def test_recovers_separated_instances(method):
     emb, sem, inst, obj = scene()
     out = pc.cluster_instances(emb, sem, obj, thing_classes=[3, 5], method=method, bandwidth=1.0)

@@ -13,6 +13,8 @@ caller's device:
   per-iteration instance pseudo-labelling of self-training.
 """
 
+from pst.cluster._knn import knn_graph
+from pst.cluster.agglomerative import AgglomerativeClustering, agglomerative
 from pst.cluster.instances import METHODS, cluster_instances, sample_anchors
 from pst.cluster.mean_shift import (
     MeanShift,
@@ -24,6 +26,9 @@ from pst.cluster.mean_shift import (
 )
 
 __all__ = [
+    "AgglomerativeClustering",
+    "agglomerative",
+    "knn_graph",
     "METHODS",
     "cluster_instances",
     "sample_anchors",

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import logging
 import numbers
+import warnings
 from typing import Any, Sequence
 
 import torch
@@ -265,7 +266,9 @@ def _agglomerative_segments(feats, offsets, *, threshold, linkage):
             labels[lo] = base
             base += 1
             continue
-        lab = agglomerative(feats[lo:hi], n_clusters=None, distance_threshold=threshold, linkage=linkage)
+        with warnings.catch_warnings():  # separate instances make a disconnected kNN graph: expected here
+            warnings.simplefilter("ignore", UserWarning)
+            lab = agglomerative(feats[lo:hi], n_clusters=None, distance_threshold=threshold, linkage=linkage)
         labels[lo:hi] = lab.to(labels.device) + base
         base += int(lab.max()) + 1
     return labels, base
