@@ -108,13 +108,23 @@ def run_case(method: str, data: str, n: int, d: int, *, repeat: int, sk_budget: 
     X, y = DATASETS[data](n, d, 0)
     bw = pc.estimate_bandwidth(X, quantile=QUANTILE, n_samples=min(n, 5000), random_state=0)
     row: dict[str, Any] = {"method": method, "data": data, "n": n, "d": d, "bandwidth": bw}
+    ref = lambda: skc.MeanShift(bandwidth=bw, bin_seeding=True).fit(X)  # noqa: E731
     if method == "MeanShift":
         ours = lambda: pc.MeanShift(bandwidth=bw, bin_seeding=True).fit(X)  # noqa: E731
-    else:
+    elif method == "MeanShiftPP":
         ours = lambda: pc.MeanShiftPP(bandwidth=bw).fit(X)  # noqa: E731
-    ref = lambda: skc.MeanShift(bandwidth=bw, bin_seeding=True).fit(X)  # noqa: E731
+    else:  # ward on the same 10-nearest-neighbour graph as scikit-learn's
+        from sklearn.neighbors import kneighbors_graph
+
+        k = int(len(np.unique(y)))
+        ours = lambda: pc.AgglomerativeClustering(n_clusters=k, n_neighbors=10).fit(X)  # noqa: E731
+        ref = lambda: skc.AgglomerativeClustering(  # noqa: E731
+            n_clusters=k, connectivity=kneighbors_graph(X, 10, include_self=False)).fit(X)
+        row["bandwidth"] = None
+        data = data + "/ward"
+        row["data"] = data
     t, ts, est = timed(ours, repeat)
-    row.update(pst_s=t, pst_runs=ts, pst_clusters=int(est.cluster_centers_.shape[0]),
+    row.update(pst_s=t, pst_runs=ts, pst_clusters=int(len(np.unique(est.labels_))),
                pst_ari_truth=float(adjusted_rand_score(y, est.labels_)))
     # scikit-learn's cost grows ~ n * (seeds) ; estimate from the rate measured on smaller runs
     key = f"{data}:{d}"
@@ -126,7 +136,7 @@ def run_case(method: str, data: str, n: int, d: int, *, repeat: int, sk_budget: 
         _SK_CACHE[(data, n, d)] = timed(ref, 1, warmup=False)
     t_sk, ts_sk, sk = _SK_CACHE[(data, n, d)]
     sk_rate[key] = max(sk_rate.get(key, 0.0), t_sk / n)
-    row.update(sk_s=t_sk, sk_runs=ts_sk, sk_clusters=int(sk.cluster_centers_.shape[0]),
+    row.update(sk_s=t_sk, sk_runs=ts_sk, sk_clusters=int(len(np.unique(sk.labels_))),
                sk_ari_truth=float(adjusted_rand_score(y, sk.labels_)),
                ari_vs_sk=float(adjusted_rand_score(sk.labels_, est.labels_)), speedup=t_sk / t)
     return row
@@ -232,6 +242,7 @@ def main(argv: list[str] | None = None) -> int:
             for n in (1000, 100000, 1000000):
                 cases.append(("MeanShiftPP", "blobs", n, d))
         cases += [("MeanShiftPP", "embedding", 100000, 8), ("MeanShiftPP", "embedding", 1000000, 8)]
+        cases += [("Agglomerative", "blobs", 10000, 8), ("Agglomerative", "embedding", 10000, 8)]
     info = machine()
     rows, sk_rate = [], {}
     for method, data, n, d in tqdm(cases, desc="cluster bench"):
