@@ -83,7 +83,8 @@ def make_extension():
     sources = read_sources()
     debug = os.environ.get("PST_DEBUG", "0") == "1"
     opt = ["-O0", "-g"] if debug else ["-O3"]
-    cxx = opt + ["-std=c++20", "-Wall", "-Wno-unknown-pragmas"] + openmp_flags()
+    # no fused multiply-add: distances must round the same on every machine (kd-tree bounds rely on it)
+    cxx = opt + ["-std=c++20", "-Wall", "-Wno-unknown-pragmas", "-ffp-contract=off"] + openmp_flags()
     files = sources["cpu"] + sources["python"]
     extra = {"cxx": cxx}
     if want_cuda():

@@ -1,0 +1,67 @@
+// CUDA registration of sample_anchors: checks (the CPU kernel's messages), then the launcher.
+#include <ATen/ATen.h>
+#include <torch/library.h>
+
+#include <cmath>
+
+#include "checks.h"
+#include "cuda/sample_anchors_kernels.h"
+#include "cuda/torch_utils.h"
+
+namespace pst {
+namespace {
+
+at::Tensor sample_anchors_cuda(const at::Tensor& weights, const at::Tensor& coords, const at::Tensor& offsets,
+                               int64_t k, double min_distance, int64_t seed) {
+  check_dim(weights, 1, "weights", "[N]");
+  check_floating(weights, "weights");
+  check_dim(coords, 2, "coords", "[N, C]");
+  TORCH_CHECK(coords.scalar_type() == weights.scalar_type(), "coords should have the dtype of weights (",
+              weights.scalar_type(), "), got ", coords.scalar_type());
+  TORCH_CHECK(coords.size(0) == weights.size(0), "coords should have one row per weight (", weights.size(0),
+              "), got ", coords.size(0));
+  gpu::check_cuda(weights, "weights");
+  check_same_device(weights, coords, "weights", "coords");
+  check_same_device(weights, offsets, "weights", "offsets");
+  gpu::check_offsets_cuda(offsets, weights.size(0), "offsets", "weights");
+  TORCH_CHECK(k >= 0, "k should be >= 0, got ", k);
+  TORCH_CHECK(std::isfinite(min_distance) && min_distance >= 0, "min_distance should be a finite number >= 0, got ",
+              min_distance);
+  gpu::check_int32_count(weights.size(0), "weights");
+
+  const c10::cuda::CUDAGuard guard(weights.device());
+  auto w = weights.contiguous();
+  auto xy = coords.contiguous();
+  auto off = offsets.contiguous();
+  const int64_t n = w.size(0), g = off.size(0) - 1, c = xy.size(1);
+  if (n > 0) {
+    // the first weight that is not finite or negative, with the CPU kernel's message
+    auto bad = at::logical_or(at::logical_not(at::isfinite(w)), w < 0);
+    if (bad.any().item<bool>()) {
+      const int64_t i = bad.nonzero().select(1, 0).min().item<int64_t>();
+      TORCH_CHECK(false, "weights should be finite and >= 0, got weights[", i, "] = ", w[i].item<double>());
+    }
+  }
+  gpu::check_int32_count(g, "segments");
+  auto out = at::full({g, k}, -1, off.options());
+  if (n == 0 || g == 0 || k == 0) return out;
+  const cudaStream_t stream = c10::cuda::getCurrentCUDAStream();
+  gpu::TorchWorkspace ws(w.device());
+  const uint64_t useed = static_cast<uint64_t>(seed);
+  cudaError_t err;
+  if (w.scalar_type() == at::kFloat) {
+    err = gpu::launch_sample_anchors(w.data_ptr<float>(), xy.data_ptr<float>(), off.data_ptr<int64_t>(), n, c, g, k,
+                                     min_distance, useed, out.data_ptr<int64_t>(), ws, stream);
+  } else {
+    err = gpu::launch_sample_anchors(w.data_ptr<double>(), xy.data_ptr<double>(), off.data_ptr<int64_t>(), n, c, g, k,
+                                     min_distance, useed, out.data_ptr<int64_t>(), ws, stream);
+  }
+  C10_CUDA_CHECK(err);
+  return out;
+}
+
+}  // namespace
+
+TORCH_LIBRARY_IMPL(pst, CUDA, m) { m.impl("sample_anchors", &sample_anchors_cuda); }
+
+}  // namespace pst
