@@ -103,6 +103,8 @@ def get_bin_seeds(X: Any, bin_size: float, min_bin_freq: int = 1) -> torch.Tenso
 
 
 def _bin_seeds(x: torch.Tensor, bin_size: float, min_bin_freq: int) -> torch.Tensor:
+    if x.device.type == "cpu":
+        return torch.from_numpy(_bin_seeds_numpy(x.numpy(), bin_size, min_bin_freq))
     cells = torch.round(x.to(torch.float64) / bin_size)
     uniq, counts = _unique_rows(cells)
     keep = uniq[counts >= min_bin_freq]
@@ -114,6 +116,34 @@ def _bin_seeds(x: torch.Tensor, bin_size: float, min_bin_freq: int) -> torch.Ten
     if not bool(torch.isfinite(seeds).all()):  # beyond float32's range (scikit-learn gives inf there)
         return keep * bin_size
     return seeds.to(torch.float64)
+
+
+def _bin_seeds_numpy(x: np.ndarray, bin_size: float, min_bin_freq: int) -> np.ndarray:
+    """The CPU path of :func:`get_bin_seeds` (numpy: no thread start-up on small inputs)."""
+    cells = np.round(x.astype(np.float64, copy=False) / bin_size)
+    uniq = counts = None
+    if cells.size and float(np.abs(cells).max()) < 2.0 ** 52:
+        c = cells.astype(np.int64)
+        lo = c.min(0)
+        span = [int(v) for v in c.max(0) - lo + 1]
+        if np.prod(np.array(span, dtype=object)) < 2 ** 62:
+            strides = np.ones(len(span), dtype=np.int64)
+            for j in range(len(span) - 2, -1, -1):
+                strides[j] = strides[j + 1] * span[j + 1]
+            _, first, counts = np.unique((c - lo) @ strides, return_index=True, return_counts=True)
+            uniq = cells[first]
+    if uniq is None:
+        uniq, counts = np.unique(cells, axis=0, return_counts=True)
+    keep = uniq[counts >= min_bin_freq]
+    if keep.shape[0] == x.shape[0]:
+        warnings.warn(f"Binning data failed with provided bin_size={bin_size:f}, using data points as seeds.",
+                      stacklevel=4)
+        return x.astype(np.float64)
+    with np.errstate(over="ignore", invalid="ignore"):
+        seeds = keep.astype(np.float32) * np.float32(bin_size)
+    if not np.isfinite(seeds).all():  # beyond float32's range (scikit-learn gives inf there)
+        return keep * bin_size
+    return seeds.astype(np.float64)
 
 
 def _unique_rows(cells: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
