@@ -97,7 +97,8 @@ def machine() -> dict[str, Any]:
     import sklearn
 
     return {"commit": commit, "torch": torch.__version__, "sklearn": sklearn.__version__, "cpu": cpu,
-            "cores": os.cpu_count(), "torch_threads": torch.get_num_threads(), "python": platform.python_version()}
+            "cores": os.cpu_count(), "torch_threads": torch.get_num_threads(), "python": platform.python_version(),
+            "load_avg_1min_at_start": os.getloadavg()[0]}
 
 
 _SK_CACHE: dict[tuple[str, int, int], tuple[float, Any]] = {}
@@ -195,8 +196,8 @@ def instance_case(repeat: int) -> dict[str, Any]:
 def markdown(rows: list[dict[str, Any]], inst: dict[str, Any] | None, info: dict[str, Any]) -> str:
     out = [f"# pst.cluster vs scikit-learn {info['sklearn']}",
            "",
-           f"{info['cpu']}, {info['cores']} cores, torch {info['torch']} ({info['torch_threads']} threads), "
-           f"commit {info['commit']}. Bandwidth: `estimate_bandwidth(quantile={QUANTILE})`; scikit-learn runs "
+           f"{info['cpu']}, {info['cores']} cores (load average {info['load_avg_1min_at_start']:.1f} at start), "
+           f"torch {info['torch']} ({info['torch_threads']} threads), commit {info['commit']}. Bandwidth: `estimate_bandwidth(quantile={QUANTILE})`; scikit-learn runs "
            "`MeanShift(bin_seeding=True)` with the same bandwidth. Times are medians; speed-up = sklearn / pst.",
            "",
            "| method | data | n | d | pst (s) | sklearn (s) | speed-up | ARI vs sklearn | ARI truth pst | ARI truth sklearn | clusters pst / sk |",
