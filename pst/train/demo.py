@@ -1,0 +1,118 @@
+"""``pst demo``: the whole pipeline on one config (the toy scenes by default).
+
+1. source training (semantic + instance models) -> ``source.pt``;
+2. oracle training on the labelled target -> ``oracle.pt`` (when ``cfg.oracle``);
+3. self-training from the source model -> ``selftrain.pt``;
+4. evaluation of the three on the held-out target scenes (``data.target_val``) for
+   every category mode of ``cfg.categories``;
+5. ``metrics.json`` and ``report.md`` (table, PQ curve, overlays).
+
+Every stage is resumable (``resume=True`` skips finished stages and continues an
+interrupted one from its last checkpoint).
+"""
+
+from __future__ import annotations
+
+import logging
+import platform
+import time
+from pathlib import Path
+
+import torch
+
+from pst.config import config_to_dict
+from pst.io import write_json
+from pst.train.checkpoint import load_checkpoint
+from pst.train.data import build_dataset, maybe_cache
+from pst.train.evaluate import evaluate_net, net_from_checkpoint
+from pst.train.report import gap_closed, write_report
+from pst.train.runtime import setup_runtime
+from pst.train.selftrain import self_train
+from pst.train.source import train_supervised
+
+__all__ = ["run_demo", "METRIC_KEYS"]
+
+logger = logging.getLogger(__name__)
+
+METRIC_KEYS = ("PQ", "PQ_dagger", "SQ", "RQ", "PQ_things", "PQ_stuff", "mIoU", "AP", "AP50")
+
+
+def run_demo(cfg, out_dir: str | Path, *, resume: bool = False, progress: bool = True,
+             device: str | None = None) -> dict:
+    """Run the demo pipeline into ``out_dir``; returns the metrics dict (also in
+    ``out_dir/metrics.json``): ``source_only``, ``self_trained``, ``oracle`` (fractions,
+    primary category mode), ``gap_closed``, ``by_category``, ``timing``, ``wall_seconds``."""
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    t0, c0 = time.perf_counter(), time.process_time()
+    stage_s: dict[str, float] = {}
+    ckpts: dict[str, Path] = {}
+
+    t = time.perf_counter()
+    ckpts["source_only"] = train_supervised(cfg, out_dir, stage="source", resume=resume, progress=progress,
+                                            device=device)
+    stage_s["source"] = time.perf_counter() - t
+    if cfg.oracle:
+        if not cfg.data.target.has_labels:
+            logger.warning("no oracle: the target has no labels (data.target.has_labels is false)")
+        else:
+            t = time.perf_counter()
+            ckpts["oracle"] = train_supervised(cfg, out_dir, stage="oracle", resume=resume, progress=progress,
+                                               device=device)
+            stage_s["oracle"] = time.perf_counter() - t
+    t = time.perf_counter()
+    ckpts["self_trained"] = self_train(cfg, out_dir, init=ckpts["source_only"], resume=resume, progress=progress,
+                                       device=device)
+    stage_s["selftrain"] = time.perf_counter() - t
+
+    t = time.perf_counter()
+    rt = setup_runtime(cfg, device)
+    val = maybe_cache(build_dataset(cfg.data.target_val, cfg.space, cfg.data.size), cfg.data.cache, "target val")
+    by_cat: dict[str, dict] = {m: {} for m in cfg.categories}
+    examples: dict[str, list] = {}
+    st_state = None
+    for stage, path in ckpts.items():
+        state = load_checkpoint(path, map_location=rt.device)
+        if stage == "self_trained":
+            st_state = state
+        net, _ = net_from_checkpoint(state, device=rt.device)
+        for i, mode in enumerate(cfg.categories):
+            keep = cfg.eval.n_overlays if (i == 0 and stage != "oracle") else 0
+            r = evaluate_net(net, val, cfg, device=rt.device, mode=mode, amp=rt.amp, keep=keep, progress=progress)
+            if keep:
+                examples[stage] = r.pop("examples")
+            by_cat[mode][stage] = {k: r[k] for k in METRIC_KEYS if k in r}
+            logger.info("%s (%s): PQ %.3f mIoU %.3f AP %.3f", stage, mode, r["PQ"], r["mIoU"], r["AP"])
+    stage_s["evaluate"] = time.perf_counter() - t
+    for mode, res in by_cat.items():
+        if "oracle" in res:
+            res["gap_closed"] = {k: gap_closed(res["source_only"][k], res["self_trained"][k], res["oracle"][k])
+                                 for k in ("PQ", "mIoU", "AP")}
+    extra = st_state.get("extra", {}) if st_state else {}
+    curve = extra.get("curve", [])
+    curves = {m.upper(): [c for c in curve if c.get("mode", cfg.categories[0]) == m] for m in cfg.categories}
+    primary = by_cat[cfg.categories[0]]
+    metrics = {
+        "config": cfg.name,
+        "seed": cfg.seed,
+        "primary_category": cfg.categories[0],
+        **{k: primary[k] for k in ("source_only", "self_trained", "oracle", "gap_closed") if k in primary},
+        "by_category": by_cat,
+        "curve": curve,
+        "timing": extra.get("timing", {}),
+        "n_val_images": len(val),
+        "stage_seconds": stage_s,
+        "checkpoints": {k: str(v) for k, v in ckpts.items()},
+        "environment": {"torch": torch.__version__, "threads": torch.get_num_threads(),
+                        "machine": platform.machine(), "processor": platform.processor() or platform.machine(),
+                        "device": str(rt.device)},
+    }
+    metrics["wall_seconds"] = time.perf_counter() - t0
+    report = write_report(out_dir, metrics, space=cfg.space, curves=curves, examples=examples)
+    metrics["report"] = str(report)
+    metrics["wall_seconds"] = time.perf_counter() - t0
+    metrics["cpu_seconds"] = time.process_time() - c0  # all threads of this process
+    write_json(out_dir / "metrics.json", metrics)
+    write_json(out_dir / "config.json", config_to_dict(cfg))
+    logger.info("demo done in %.0fs: metrics %s, report %s", metrics["wall_seconds"], out_dir / "metrics.json", report)
+    return metrics

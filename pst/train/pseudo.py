@@ -1,0 +1,297 @@
+"""Pseudo-labels of self-training.
+
+Semantic (REFERENCE.md, SAC, Araslanov & Roth 2021): the teacher sees ``n_views``
+clean augmented copies of each target image (random zoom in [0.5, 1], flips;
+``pst.data.transforms.multi_view``); its softmax outputs are warped back to the image
+frame and averaged (``warp_back``). Per image and class c the threshold is
+``tau_c = max(0.2, 0.75 * peak_c * (1 - exp(-chi_c / beta)))`` with ``peak_c`` the
+highest confidence among pixels predicted c and ``chi_c`` an EMA (0.99) of the mean
+teacher probability of c (:class:`ClassPrior`, beta = 1e-3); pixels under it are ignored.
+
+Instance: the teacher's embeddings are clustered inside the thing masks of the semantic
+pseudo-label (:func:`pst.cluster.cluster_instances`, objectness anchors), then cleaned
+with :func:`pst.morph.refine` and clipped back to their class masks.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import NamedTuple, Sequence
+
+import torch
+
+from pst.labels import IGNORE
+from pst.train.distributed import all_reduce_mean
+
+__all__ = ["ClassPrior", "class_thresholds", "SemanticPseudo", "semantic_pseudo_labels",
+           "instance_pseudo_labels", "instance_scores", "write_pseudo_labels"]
+
+logger = logging.getLogger(__name__)
+
+
+class ClassPrior:
+    """EMA ``chi`` [C] of the mean teacher probability per class (the class prior).
+
+    The first update sets it; later ones do ``chi = m * chi + (1 - m) * mean`` with the
+    mean averaged over processes under DDP so that every process holds the same prior.
+    """
+
+    def __init__(self, num_classes: int, momentum: float = 0.99):
+        if num_classes < 1:
+            raise ValueError(f"num_classes should be >= 1, got {num_classes}")
+        if not 0.0 <= momentum <= 1.0:
+            raise ValueError(f"momentum should be in [0, 1], got {momentum}")
+        self.num_classes = num_classes
+        self.momentum = momentum
+        self.chi: torch.Tensor | None = None
+
+    @torch.no_grad()
+    def update(self, probs: torch.Tensor) -> torch.Tensor:
+        """Args: probs [B, C, H, W] softmax. Returns the updated chi [C] float32."""
+        if probs.dim() != 4 or probs.shape[1] != self.num_classes:
+            raise ValueError(f"probs should be [B, {self.num_classes}, H, W], got {tuple(probs.shape)}")
+        mean = all_reduce_mean(probs.float().mean(dim=(0, 2, 3)))
+        if self.chi is None:
+            self.chi = mean.clone()
+        else:
+            self.chi = self.momentum * self.chi.to(mean.device) + (1.0 - self.momentum) * mean
+        return self.chi
+
+    def state_dict(self) -> dict:
+        return {"chi": None if self.chi is None else self.chi.cpu(), "momentum": self.momentum}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.chi = None if state["chi"] is None else state["chi"].clone()
+        self.momentum = float(state["momentum"])
+
+
+def class_thresholds(confidence: torch.Tensor, labels: torch.Tensor, chi: torch.Tensor, *,
+                     minimum: float = 0.2, scale: float = 0.75, beta: float = 1e-3) -> torch.Tensor:
+    """Class-wise thresholds per image (SAC).
+
+    Args:
+        confidence: [B, H, W] float, the top softmax probability per pixel.
+        labels: [B, H, W] int64, its class.
+        chi: [C] float class prior.
+    Returns:
+        [B, C] float: ``max(minimum, scale * peak_bc * (1 - exp(-chi_c / beta)))``, with
+        ``peak_bc`` the highest confidence of class c in image b (0 if absent).
+    """
+    B = confidence.shape[0]
+    C = chi.numel()
+    idx = (torch.arange(B, device=labels.device)[:, None] * C + labels.reshape(B, -1)).reshape(-1)
+    peak = torch.zeros(B * C, dtype=confidence.dtype, device=confidence.device)
+    peak = peak.scatter_reduce(0, idx, confidence.reshape(-1), reduce="amax", include_self=True).view(B, C)
+    tau = scale * peak * (1.0 - torch.exp(-chi.to(peak)[None] / beta))
+    return tau.clamp_min(minimum)
+
+
+class SemanticPseudo(NamedTuple):
+    """labels [B,H,W] int64 (IGNORE under threshold); confidence [B,H,W] float;
+    probs [B,C,H,W] float (fused teacher softmax); argmax [B,H,W] int64 (unthresholded)."""
+
+    labels: torch.Tensor
+    confidence: torch.Tensor
+    probs: torch.Tensor
+    argmax: torch.Tensor
+
+
+@torch.no_grad()
+def semantic_pseudo_labels(teacher, images: torch.Tensor, prior: ClassPrior | None, *, n_views: int = 4,
+                           zoom: Sequence[float] = (0.5, 1.0), flip: bool = True,
+                           generator: torch.Generator | None = None, minimum: float = 0.2,
+                           scale: float = 0.75, beta: float = 1e-3, update_prior: bool = True) -> SemanticPseudo:
+    """Multi-view fused, class-wise thresholded semantic pseudo-labels.
+
+    Args:
+        teacher: forward(x [B,3,h,w]) -> logits [B,C,h,w].
+        images: [B, 3, H, W] float in [0, 1] (clean: no photometric noise).
+        prior: the class prior, updated with this batch when ``update_prior`` (None: no
+            prior, the exp factor is 1).
+    """
+    B, _, H, W = images.shape
+    if n_views > 1:
+        from pst.data.transforms import multi_view, warp_back
+
+        views, params = multi_view(images, n_views, zoom=tuple(zoom), flip=flip, generator=generator)
+        outs = [torch.softmax(teacher(v).float(), dim=1) for v in views]
+        probs = warp_back(outs, params, (H, W))
+    else:
+        probs = torch.softmax(teacher(images).float(), dim=1)
+    probs = probs / probs.sum(dim=1, keepdim=True).clamp_min(1e-12)
+    conf, arg = probs.max(dim=1)
+    if prior is not None and update_prior:
+        chi = prior.update(probs)
+    elif prior is not None and prior.chi is not None:
+        chi = prior.chi
+    else:
+        chi = torch.ones(probs.shape[1], device=probs.device)
+    tau = class_thresholds(conf, arg, chi.to(probs.device), minimum=minimum, scale=scale, beta=beta)
+    keep = conf >= tau.gather(1, arg.reshape(B, -1)).view(B, H, W)
+    labels = torch.where(keep, arg, torch.full_like(arg, IGNORE))
+    return SemanticPseudo(labels, conf, probs, arg)
+
+
+@torch.no_grad()
+def instance_pseudo_labels(embedding: torch.Tensor, objectness: torch.Tensor | None, semantic: torch.Tensor,
+                           thing_ids: Sequence[int], icfg, *, seed: int = 0) -> torch.Tensor:
+    """Instance pseudo-labels of one instance model.
+
+    Args:
+        embedding: [B, D, H, W] float teacher embeddings.
+        objectness: [B, H, W] float probabilities in [0, 1], or None.
+        semantic: [B, H, W] int64 (pseudo-)labels; only ``thing_ids`` pixels are clustered.
+        icfg: :class:`pst.config.InstancePseudoConfig`.
+    Returns:
+        [B, H, W] int64, 0 = none, 1..K per image, each instance inside one class's mask.
+    """
+    from pst.cluster import cluster_instances
+    from pst.morph import refine
+
+    inst = cluster_instances(
+        embedding.float(), semantic, None if objectness is None else objectness.float(),
+        thing_classes=list(thing_ids), method=icfg.method, bandwidth=icfg.bandwidth,
+        merge_distance=icfg.merge_distance, min_size=icfg.min_size, n_anchors=icfg.n_anchors,
+        max_iter=icfg.max_iter, seed=seed)
+    if icfg.open_radius or icfg.close_radius or icfg.fill_holes or icfg.largest_component:
+        inst = refine(inst, open_radius=icfg.open_radius, close_radius=icfg.close_radius,
+                      fill_holes=icfg.fill_holes, min_size=icfg.min_size,
+                      largest_component=icfg.largest_component).long()
+        # refinement may grow an instance over another class: clip it to its own class mask
+        B = inst.shape[0]
+        K = int(inst.max()) if inst.numel() else 0
+        if K:
+            cls = _instance_majority(inst, semantic, K)  # [B, K+1]
+            own = cls.gather(1, inst.view(B, -1)).view_as(inst)
+            inst = torch.where(semantic == own, inst, torch.zeros_like(inst))
+    return inst
+
+
+def _instance_majority(inst: torch.Tensor, semantic: torch.Tensor, K: int) -> torch.Tensor:
+    """[B, K+1] majority semantic class under each instance id (column 0 = -1)."""
+    B = inst.shape[0]
+    sem = semantic.clamp(0, 255).long()
+    idx = (torch.arange(B, device=inst.device)[:, None] * (K + 1) + inst.view(B, -1)) * 256 + sem.view(B, -1)
+    counts = torch.bincount(idx.reshape(-1), minlength=B * (K + 1) * 256).view(B, K + 1, 256)
+    counts[..., IGNORE] = 0
+    cls = counts.argmax(-1)
+    cls[:, 0] = -1
+    return cls
+
+
+def instance_scores(instances: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
+    """Mean of ``weights`` over each instance.
+
+    Args:
+        instances: [B, H, W] int64, 0 = none, 1..K.
+        weights: [B, H, W] float (e.g. objectness x semantic confidence).
+    Returns:
+        [B, K] float64 (0 for ids absent from an image), K = max id over the batch.
+    """
+    B = instances.shape[0]
+    K = int(instances.max()) if instances.numel() else 0
+    if K == 0:
+        return torch.zeros((B, 0), dtype=torch.float64, device=instances.device)
+    idx = (torch.arange(B, device=instances.device)[:, None] * (K + 1) + instances.view(B, -1)).reshape(-1)
+    s = torch.bincount(idx, weights=weights.reshape(-1).double(), minlength=B * (K + 1)).view(B, K + 1)
+    n = torch.bincount(idx, minlength=B * (K + 1)).view(B, K + 1)
+    return (s / n.clamp_min(1))[:, 1:]
+
+
+
+
+def _safe_name(name: str) -> str:
+    return "".join(c if c.isalnum() or c in "-_." else "_" for c in str(name))
+
+
+def write_pseudo_labels(checkpoint, out_dir, *, dataset: str = "target", which: str = "teacher",
+                        mode: str | None = None, resume: bool = True, limit: int = 0, batch_size: int = 4,
+                        device: str = "cpu", progress: bool = True) -> dict:
+    """Write the pseudo-labels of a dataset to disk (``pst pseudo-label``), resumably.
+
+    For every image ``NAME`` of ``cfg.data.<dataset>``: ``NAME_semantic.png`` (uint8 train
+    ids, 255 = below threshold), ``NAME_confidence.png`` (uint8, confidence x 255) and
+    ``NAME_instances.png`` (uint16 instance ids, 0 = none), written atomically in that
+    order; an image whose instance PNG exists is skipped when ``resume``. Finally
+    ``index.json`` lists the images and the settings.
+
+    Args:
+        checkpoint: a self-training (or source) checkpoint; ``which`` = "teacher" uses
+            the EMA teacher when the checkpoint has one, "model" the student.
+        dataset: "target", "source" or "target_val" (from the checkpoint's config).
+        mode: category mode of the instance models (default: the config's first).
+    Returns:
+        ``{"written": n, "skipped": n, "images": N, "out": str}``.
+    """
+    from pathlib import Path
+
+    import numpy as np
+    from tqdm import tqdm
+
+    from pst.io import save_png, write_json
+    from pst.panoptic import merge_instance_maps
+    from pst.train.checkpoint import load_checkpoint
+    from pst.train.data import build_dataset, collate, resize_sample, step_generator
+    from pst.train.evaluate import net_from_checkpoint
+
+    if dataset not in ("target", "source", "target_val"):
+        raise ValueError(f"dataset should be 'target', 'source' or 'target_val', got {dataset!r}")
+    if which not in ("teacher", "model"):
+        raise ValueError(f"which should be 'teacher' or 'model', got {which!r}")
+    out_dir = Path(out_dir)
+    state = load_checkpoint(checkpoint, map_location=device)
+    net, cfg = net_from_checkpoint(state, which=which if state.get("teacher") else "model", device=device)
+    mode = mode or cfg.categories[0]
+    keys = net.keys_for(mode)
+    if not keys:
+        raise ValueError(f"checkpoint has no instance models for category mode {mode!r}")
+    prior = None
+    pstate = state.get("extra", {}).get("prior")
+    if pstate is not None and pstate.get("chi") is not None:
+        prior = ClassPrior(cfg.space.num_classes)
+        prior.load_state_dict(pstate)
+    ds = build_dataset(getattr(cfg.data, dataset), cfg.space, cfg.data.size)
+    n = min(len(ds), limit) if limit else len(ds)
+    st = cfg.selftrain
+    written = skipped = 0
+    done_names: list[str] = []
+    for start in tqdm(range(0, n, batch_size), desc="pseudo-labels", disable=not progress, leave=False):
+        idx = list(range(start, min(n, start + batch_size)))
+        samples = [ds[i] for i in idx]
+        stems = [_safe_name(s.get("name", f"{i:06d}")) for s, i in zip(samples, idx)]
+        if resume:
+            pending = [(s, st_) for s, st_ in zip(samples, stems) if not (out_dir / f"{st_}_instances.png").is_file()]
+            skipped += len(samples) - len(pending)
+        else:
+            pending = list(zip(samples, stems))
+        done_names += stems
+        if not pending:
+            continue
+        if cfg.data.eval_size is not None:
+            pending = [(resize_sample(s, cfg.data.eval_size), st_) for s, st_ in pending]
+        images = collate([s for s, _ in pending])["image"].to(device)
+        g = step_generator(cfg.seed, "pseudo-label", start)
+        sp = semantic_pseudo_labels(net.semantic, images, prior, n_views=st.n_views, zoom=st.view_zoom,
+                                    flip=st.view_flip, generator=g, minimum=st.threshold_min,
+                                    scale=st.threshold_scale, beta=st.prior_beta, update_prior=False)
+        with torch.no_grad():
+            out = net(images, semantic=False, keys=keys)["instance"]
+        maps, scores = [], []
+        for k in keys:
+            obj = torch.sigmoid(out[k]["objectness"].float())
+            inst = instance_pseudo_labels(out[k]["embedding"].float(), obj, sp.labels, net.groups[k][1],
+                                          st.instances, seed=start)
+            maps.append(inst)
+            scores.append(instance_scores(inst, obj * sp.confidence))
+        inst = maps[0] if len(maps) == 1 else merge_instance_maps(maps, scores).instances
+        for b, (_, stem) in enumerate(pending):
+            save_png(out_dir / f"{stem}_semantic.png", sp.labels[b].cpu().numpy().astype(np.uint8))
+            save_png(out_dir / f"{stem}_confidence.png",
+                     (sp.confidence[b].clamp(0, 1) * 255).round().cpu().numpy().astype(np.uint8))
+            save_png(out_dir / f"{stem}_instances.png", inst[b].cpu().numpy().astype(np.uint16))
+            written += 1
+    write_json(out_dir / "index.json", {"checkpoint": str(checkpoint), "which": which, "mode": mode,
+                                        "dataset": dataset, "images": done_names,
+                                        "files": ["{name}_semantic.png", "{name}_confidence.png",
+                                                  "{name}_instances.png"]})
+    return {"written": written, "skipped": skipped, "images": n, "out": str(out_dir)}

@@ -1,0 +1,61 @@
+"""Process set-up shared by the training stages: device, threads, seeds, DDP, AMP."""
+
+from __future__ import annotations
+
+import logging
+import random
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from pst.train.distributed import DistInfo, init_from_env, resolve_device
+
+__all__ = ["Runtime", "setup_runtime", "seed_everything", "make_scaler"]
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class Runtime:
+    device: torch.device
+    dist: DistInfo
+    amp: bool
+
+    @property
+    def is_main(self) -> bool:
+        return self.dist.is_main
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed % (2**32))
+    torch.manual_seed(seed)
+
+
+def setup_runtime(cfg, device: str | torch.device | None = None) -> Runtime:
+    """Resolve the device (``cfg.device`` unless given), join torchrun's process group if
+    there is one, set torch threads and determinism, seed everything."""
+    import os
+
+    local = int(os.environ.get("LOCAL_RANK", "0"))
+    dev = torch.device(device) if device is not None else resolve_device(cfg.device, local)
+    info = init_from_env(dev)
+    if cfg.threads:
+        torch.set_num_threads(cfg.threads)
+    if cfg.deterministic:
+        # exact repeatability of CPU runs; cuDNN autotuning off on GPU
+        torch.backends.cudnn.benchmark = False
+        torch.backends.cudnn.deterministic = True
+    else:
+        torch.backends.cudnn.benchmark = True
+    seed_everything(cfg.seed)
+    amp = bool(cfg.amp and dev.type == "cuda")
+    return Runtime(device=dev, dist=info, amp=amp)
+
+
+def make_scaler(rt: Runtime):
+    """A GradScaler for float16 autocast (bfloat16 and CPU need none: returns None)."""
+    if rt.amp and rt.device.type == "cuda" and not torch.cuda.is_bf16_supported():
+        return torch.amp.GradScaler("cuda")
+    return None

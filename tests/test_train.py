@@ -1,0 +1,335 @@
+"""The training framework: EMA, pseudo-labels, sampling, augmentation, checkpoints, resume."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from pst.config import load_config
+from pst.labels import IGNORE, TOY
+from pst.train.checkpoint import find_checkpoints, load_checkpoint, save_checkpoint
+from pst.train.data import StepSampler, gt_panoptic, photometric, scale_crop, step_generator
+from pst.train.ema import ema_update, make_teacher
+from pst.train.model import instance_groups, set_lr
+from pst.train.pseudo import ClassPrior, class_thresholds, instance_scores, semantic_pseudo_labels
+from pst.train.report import colorize_panoptic, gap_closed
+
+# a tiny but complete pipeline: every stage runs a couple of steps on 64x128 toy scenes
+TINY = [
+    "data.source.n=8", "data.target.n=8", "data.target_val.n=4", "data.size=[64,128]", "data.batch_size=2",
+    "model.width=8", "source.steps=4", "source.checkpoint_every=2", "source.log_every=2", "source.warmup=1",
+    "selftrain.steps=4", "selftrain.eval_every=2", "selftrain.checkpoint_every=2", "selftrain.log_every=2",
+    "selftrain.ema_every=1", "selftrain.n_views=2", "eval.n_overlays=2", "eval.stuff_area=16",
+    "categories=[base]", "device=cpu",
+]
+
+
+def tiny_config(*extra):
+    return load_config("toy", TINY + list(extra))
+
+
+# --------------------------------------------------------------------------- EMA
+
+class _Net(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.conv = nn.Conv2d(3, 4, 3)
+        self.bn = nn.BatchNorm2d(4)
+
+
+def test_ema_update_matches_formula_on_weights_and_buffers():
+    torch.manual_seed(0)
+    s = _Net()
+    t = make_teacher(s)
+    assert not any(p.requires_grad for p in t.parameters()) and not t.training
+    with torch.no_grad():
+        for p in s.parameters():
+            p.add_(torch.randn_like(p))
+        s.bn.running_mean.add_(1.0)
+        s.bn.num_batches_tracked += 5
+    before = {k: v.clone() for k, v in t.state_dict().items()}
+    ema_update(t, s, 0.9)
+    for k, v in t.state_dict().items():
+        sv = s.state_dict()[k]
+        if v.is_floating_point():
+            torch.testing.assert_close(v, 0.9 * before[k] + 0.1 * sv)
+        else:
+            assert torch.equal(v, sv)
+    ema_update(t, s, 0.0)  # momentum 0 copies the student
+    for k, v in t.state_dict().items():
+        torch.testing.assert_close(v, s.state_dict()[k].to(v.dtype))
+
+
+def test_ema_update_errors():
+    s = _Net()
+    with pytest.raises(ValueError, match=r"momentum should be in \[0, 1\], got 1.5"):
+        ema_update(make_teacher(s), s, 1.5)
+    other = nn.Sequential(nn.Conv2d(3, 4, 3))
+    with pytest.raises(ValueError, match="same tensors"):
+        ema_update(other, s, 0.9)
+
+
+# --------------------------------------------------------------------------- pseudo-labels
+
+def test_class_thresholds_match_loop():
+    g = torch.Generator().manual_seed(0)
+    B, C, H, W = 3, 5, 6, 7
+    probs = torch.softmax(torch.randn(B, C, H, W, generator=g) * 3, 1)
+    conf, lab = probs.max(1)
+    chi = torch.tensor([0.5, 0.2, 1e-4, 0.01, 0.0])
+    tau = class_thresholds(conf, lab, chi, minimum=0.2, scale=0.75, beta=1e-3)
+    ref = torch.zeros(B, C)
+    for b in range(B):
+        for c in range(C):
+            sel = conf[b][lab[b] == c]
+            peak = float(sel.max()) if sel.numel() else 0.0
+            ref[b, c] = max(0.2, 0.75 * peak * (1 - math.exp(-float(chi[c]) / 1e-3)))
+    torch.testing.assert_close(tau, ref)
+
+
+def test_class_prior_ema():
+    p = ClassPrior(3, momentum=0.9)
+    a = torch.zeros(1, 3, 2, 2)
+    a[:, 0] = 1
+    b = torch.zeros(1, 3, 2, 2)
+    b[:, 1] = 1
+    torch.testing.assert_close(p.update(a), torch.tensor([1.0, 0, 0]))
+    torch.testing.assert_close(p.update(b), torch.tensor([0.9, 0.1, 0]))
+    q = ClassPrior(3)
+    q.load_state_dict(p.state_dict())
+    torch.testing.assert_close(q.chi, p.chi)
+    with pytest.raises(ValueError, match=r"probs should be \[B, 3, H, W\]"):
+        p.update(torch.zeros(1, 4, 2, 2))
+    with pytest.raises(ValueError, match="num_classes should be >= 1"):
+        ClassPrior(0)
+
+
+class _FixedTeacher(nn.Module):
+    """Logits that do not depend on the view: per-pixel logits given at construction."""
+
+    def __init__(self, logits):
+        super().__init__()
+        self.logits = logits
+
+    def forward(self, x):
+        return self.logits.expand(x.shape[0], -1, -1, -1)[:, :, : x.shape[2], : x.shape[3]]
+
+
+def test_semantic_pseudo_labels_threshold_and_ignore():
+    C, H, W = 3, 4, 4
+    logits = torch.zeros(1, C, H, W)
+    logits[0, 0, :2] = 5.0   # confident class 0 on the top half
+    logits[0, 1, 2:] = 0.3   # barely class 1 on the bottom half
+    teacher = _FixedTeacher(logits)
+    prior = ClassPrior(C)
+    sp = semantic_pseudo_labels(teacher, torch.rand(1, 3, H, W), prior, n_views=1)
+    probs = torch.softmax(logits, 1)
+    conf, arg = probs.max(1)
+    tau = class_thresholds(conf, arg, prior.chi)
+    expect = torch.where(conf >= tau.gather(1, arg.view(1, -1)).view(1, H, W), arg, torch.full_like(arg, IGNORE))
+    assert torch.equal(sp.labels, expect)
+    assert (sp.labels[0, :2] == 0).all()  # peak pixels always pass their own class threshold
+    torch.testing.assert_close(sp.probs, probs)
+    torch.testing.assert_close(prior.chi, probs.mean(dim=(0, 2, 3)))
+
+
+def test_semantic_pseudo_labels_multi_view_is_consistent():
+    """A teacher whose output is the same at every pixel gives the same fused output for any views."""
+    C = 4
+    teacher = _FixedTeacher(torch.tensor([2.0, 0.5, 0.0, -1.0]).view(1, C, 1, 1).expand(1, C, 32, 64).clone())
+    g = torch.Generator().manual_seed(1)
+    sp = semantic_pseudo_labels(teacher, torch.rand(2, 3, 32, 64), None, n_views=4, generator=g)
+    ref = torch.softmax(torch.tensor([2.0, 0.5, 0.0, -1.0]), 0)
+    torch.testing.assert_close(sp.probs, ref.view(1, C, 1, 1).expand(2, C, 32, 64), atol=1e-5, rtol=1e-5)
+    assert (sp.labels == 0).all()
+
+
+def test_instance_scores_match_loop():
+    g = torch.Generator().manual_seed(0)
+    inst = torch.randint(0, 4, (2, 5, 6), generator=g)
+    w = torch.rand(2, 5, 6, generator=g)
+    s = instance_scores(inst, w)
+    K = int(inst.max())
+    assert s.shape == (2, K)
+    for b in range(2):
+        for k in range(1, K + 1):
+            m = inst[b] == k
+            ref = float(w[b][m].mean()) if m.any() else 0.0
+            assert abs(float(s[b, k - 1]) - ref) < 1e-6
+    assert instance_scores(torch.zeros(1, 2, 2, dtype=torch.long), torch.ones(1, 2, 2)).shape == (1, 0)
+
+
+# --------------------------------------------------------------------------- data
+
+def test_step_sampler_deterministic_and_disjoint():
+    a = StepSampler(10, 3, seed=5)
+    b = StepSampler(10, 3, seed=5)
+    assert [a.indices(s) for s in range(7)] == [b.indices(s) for s in reversed(range(7))][::-1]
+    # one epoch of a global batch covers a permutation
+    flat = [i for s in range(10) for i in StepSampler(10, 1, seed=2).indices(s)]
+    assert sorted(flat) == list(range(10))
+    r0 = StepSampler(12, 2, seed=0, rank=0, world_size=2)
+    r1 = StepSampler(12, 2, seed=0, rank=1, world_size=2)
+    seen = [i for s in range(3) for i in r0.indices(s) + r1.indices(s)]
+    assert sorted(seen) == list(range(12))
+    with pytest.raises(ValueError, match="non-empty"):
+        StepSampler(0, 1, seed=0)
+
+
+def test_scale_crop_keeps_labels_consistent():
+    H, W = 32, 64
+    img = torch.rand(3, H, W)
+    sem = torch.randint(0, 5, (H, W))
+    sem[0, 0] = IGNORE
+    inst = torch.randint(0, 3, (H, W))
+    s = {"image": img, "semantic": sem, "instances": inst, "name": "x"}
+    out1 = scale_crop(s, (16, 32), (0.5, 1.0), True, step_generator(0, "t", 1))
+    out2 = scale_crop(s, (16, 32), (0.5, 1.0), True, step_generator(0, "t", 1))
+    for k in ("image", "semantic", "instances"):
+        assert torch.equal(out1[k], out2[k])
+    assert out1["image"].shape == (3, 16, 32) and out1["semantic"].shape == (16, 32)
+    assert set(out1["semantic"].unique().tolist()) <= set(sem.unique().tolist())
+    assert out1["semantic"].dtype == torch.int64
+    # zoom 1 and the same size: identity or a flip
+    same = scale_crop(s, (H, W), (1.0, 1.0), True, step_generator(0, "t", 2))
+    assert torch.equal(same["semantic"], sem) or torch.equal(same["semantic"], sem.flip(-1))
+
+
+def test_photometric_range_and_determinism():
+    x = torch.rand(4, 3, 8, 8)
+    a = photometric(x, jitter=0.4, blur_p=0.5, greyscale_p=0.5, generator=step_generator(1, 2))
+    b = photometric(x, jitter=0.4, blur_p=0.5, greyscale_p=0.5, generator=step_generator(1, 2))
+    assert torch.equal(a, b) and a.shape == x.shape
+    assert a.min() >= 0 and a.max() <= 1
+    assert torch.equal(photometric(x, jitter=0, blur_p=0, greyscale_p=0, generator=step_generator(0)), x)
+
+
+def test_gt_panoptic_matches_loop():
+    sem = torch.tensor([[0, 5, 5, IGNORE], [7, 7, 2, 5]])
+    inst = torch.tensor([[0, 1, 1, 0], [2, 0, 9, 0]])
+    pan = gt_panoptic(sem, inst, TOY.thing_ids)
+    for (i, j), c in np.ndenumerate(sem.numpy()):
+        if c == IGNORE:
+            ref = -1
+        elif c in TOY.thing_ids:
+            ref = c * 1000 + int(inst[i, j])
+        else:
+            ref = c * 1000
+        assert int(pan[i, j]) == ref
+
+
+def test_instance_groups_follow_label_space():
+    g = instance_groups(TOY, ["base", "ccm", "icm"])
+    assert g["base__all"] == ("base", TOY.thing_ids)
+    ccm = {k: v[1] for k, v in g.items() if v[0] == "ccm"}
+    assert sorted(i for ids in ccm.values() for i in ids) == sorted(TOY.thing_ids)
+    assert len([k for k, v in g.items() if v[0] == "icm"]) == len(TOY.thing_ids)
+
+
+def test_poly_lr_schedule():
+    p = nn.Parameter(torch.zeros(1))
+    opt = torch.optim.SGD([{"params": [p], "lr": 1.0, "initial_lr": 1.0}], lr=1.0)
+    assert set_lr(opt, 0, 10, power=1.0) == pytest.approx(1.0)
+    assert set_lr(opt, 5, 10, power=1.0) == pytest.approx(0.5)
+    assert opt.param_groups[0]["lr"] == pytest.approx(0.5)
+    assert set_lr(opt, 0, 10, power=1.0, warmup=4) == pytest.approx(0.25)
+
+
+def test_gap_closed_and_colorize():
+    assert gap_closed(0.2, 0.3, 0.4) == pytest.approx(0.5)
+    assert gap_closed(0.2, 0.3, 0.2) is None
+    assert gap_closed(0.2, float("nan"), 0.4) is None
+    pan = torch.tensor([[5001, 5001, 0], [-1, 2000, 2000]])
+    rgb = colorize_panoptic(pan, TOY)
+    assert rgb.shape == (2, 3, 3) and rgb.dtype == np.uint8
+    assert (rgb[1, 0] == 0).all()  # void is black
+    assert tuple(rgb[1, 2]) == TOY.colors[2]
+
+
+# --------------------------------------------------------------------------- checkpoints
+
+def test_checkpoint_round_trip_and_errors(tmp_path):
+    p = tmp_path / "a" / "source.pt"
+    save_checkpoint(p, {"stage": "source", "step": 3, "model": {"w": torch.ones(2)}})
+    s = load_checkpoint(p)
+    assert s["step"] == 3 and torch.equal(s["model"]["w"], torch.ones(2))
+    assert not list(p.parent.glob(".tmp-*"))  # nothing half-written left behind
+    assert find_checkpoints(tmp_path / "a") == {"source": p}
+    assert find_checkpoints(p) == {"source": p}
+    bad = tmp_path / "bad.pt"
+    bad.write_bytes(b"not a checkpoint")
+    with pytest.raises(ValueError, match="not a readable checkpoint"):
+        load_checkpoint(bad)
+    torch.save({"x": 1}, tmp_path / "foreign.pt")
+    with pytest.raises(ValueError, match="not a pst checkpoint"):
+        load_checkpoint(tmp_path / "foreign.pt")
+    with pytest.raises(FileNotFoundError, match="no such checkpoint"):
+        load_checkpoint(tmp_path / "missing.pt")
+    with pytest.raises(FileNotFoundError, match="no checkpoints"):
+        find_checkpoints(tmp_path / "empty_dir_that_exists" if (tmp_path / "empty_dir_that_exists").mkdir() is None
+                         else tmp_path)
+
+
+# --------------------------------------------------------------------------- resume
+
+def _state(path):
+    return load_checkpoint(path)["model"]
+
+
+def _assert_same_state(a, b):
+    assert a.keys() == b.keys()
+    for k in a:
+        assert torch.equal(a[k], b[k]), k
+
+
+def test_source_resume_equals_uninterrupted(tmp_path):
+    from pst.train.source import train_supervised
+
+    cfg = tiny_config()
+    full = train_supervised(cfg, tmp_path / "full", progress=False)
+    assert train_supervised(cfg, tmp_path / "cut", max_steps=2, progress=False) is None
+    assert (tmp_path / "cut" / "source" / "last.pt").is_file()
+    assert load_checkpoint(tmp_path / "cut" / "source" / "last.pt")["step"] == 2
+    resumed = train_supervised(cfg, tmp_path / "cut", resume=True, progress=False)
+    _assert_same_state(_state(full), _state(resumed))
+    # a second resume of a finished stage does not train again
+    assert train_supervised(cfg, tmp_path / "cut", resume=True, progress=False) == resumed
+
+
+def test_selftrain_resume_equals_uninterrupted(tmp_path):
+    from pst.train.selftrain import self_train
+    from pst.train.source import train_supervised
+
+    cfg = tiny_config("source.steps=2", "selftrain.steps=3", "selftrain.eval_every=0")
+    src = train_supervised(cfg, tmp_path / "src", progress=False)
+    full = self_train(cfg, tmp_path / "full", init=src, progress=False)
+    assert self_train(cfg, tmp_path / "cut", init=src, max_steps=1, progress=False) is None
+    resumed = self_train(cfg, tmp_path / "cut", init=src, resume=True, progress=False)
+    a, b = load_checkpoint(full), load_checkpoint(resumed)
+    _assert_same_state(a["model"], b["model"])
+    _assert_same_state(a["teacher"], b["teacher"])
+    torch.testing.assert_close(a["extra"]["prior"]["chi"], b["extra"]["prior"]["chi"])
+    t = a["extra"]["timing"]
+    assert 0 <= t["instance_pseudo_share"] <= 1 and t["steps_timed"] == 3
+
+
+def test_seed_changes_weights(tmp_path):
+    from pst.train.source import train_supervised
+
+    a = train_supervised(tiny_config("source.steps=1"), tmp_path / "a", progress=False)
+    b = train_supervised(tiny_config("source.steps=1", "seed=1"), tmp_path / "b", progress=False)
+    sa, sb = _state(a), _state(b)
+    assert any(not torch.equal(sa[k], sb[k]) for k in sa if sa[k].is_floating_point())
+
+
+def test_oracle_needs_labels(tmp_path):
+    from pst.train.source import train_supervised
+
+    with pytest.raises(ValueError, match="oracle training needs a labelled target"):
+        train_supervised(tiny_config("data.target.has_labels=false"), tmp_path, stage="oracle", progress=False)
+    with pytest.raises(ValueError, match="stage should be 'source' or 'oracle'"):
+        train_supervised(tiny_config(), tmp_path, stage="selftrain", progress=False)
