@@ -23,7 +23,10 @@ import os
 import sys
 from pathlib import Path
 
+import shutil
+
 from setuptools import setup
+from setuptools.command.build_py import build_py
 
 ROOT = Path(__file__).resolve().parent
 
@@ -108,7 +111,19 @@ def make_extension():
     )
 
 
+
+class BuildPyWithConfigs(build_py):
+    """Also ships the repository's configs/*.yaml as pst/configs/ in wheels (pst.config looks there)."""
+
+    def run(self):
+        super().run()
+        dst = Path(self.build_lib) / "pst" / "configs"
+        dst.mkdir(parents=True, exist_ok=True)
+        for f in sorted((ROOT / "configs").glob("*.yaml")):
+            shutil.copy2(f, dst / f.name)
+
+
 setup(
     ext_modules=[make_extension()],
-    cmdclass={"build_ext": cpp_extension.BuildExtension.with_options(use_ninja=True)},
+    cmdclass={"build_ext": cpp_extension.BuildExtension.with_options(use_ninja=True), "build_py": BuildPyWithConfigs},
 )
