@@ -16,7 +16,6 @@ import logging
 import os
 import platform
 import statistics
-import subprocess
 import time
 from pathlib import Path
 from typing import Any, Callable
@@ -29,6 +28,7 @@ from sklearn.metrics import adjusted_rand_score
 from tqdm import tqdm
 
 import pst.cluster as pc
+from pst.bench._common import cpu_name, git_commit
 from pst.io import atomic_open, write_json
 
 log = logging.getLogger(__name__)
@@ -85,19 +85,7 @@ def timed(fn: Callable[[], Any], repeat: int, warmup: bool = True) -> tuple[floa
 
 
 def machine() -> dict[str, Any]:
-    try:
-        commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
-                                timeout=10).stdout.strip()
-    except (OSError, subprocess.SubprocessError):
-        commit = ""
-    cpu = platform.processor()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
+    commit, cpu = git_commit(), cpu_name()
     import sklearn
 
     return {"commit": commit, "torch": torch.__version__, "sklearn": sklearn.__version__, "cpu": cpu,

@@ -27,7 +27,6 @@ import logging
 import os
 import platform
 import statistics
-import subprocess
 import time
 from pathlib import Path
 from typing import Any, Callable
@@ -38,6 +37,7 @@ import scipy.ndimage as ndi
 import torch
 
 import pst.morph as pm
+from pst.bench._common import cpu_name, git_commit
 from pst.io import atomic_open, write_json
 
 log = logging.getLogger(__name__)
@@ -246,19 +246,7 @@ def timed(fn: Callable[[], Any], repeat: int) -> tuple[float, list[float], Any]:
 def machine() -> dict[str, Any]:
     import cv2
 
-    try:
-        commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
-                                timeout=10).stdout.strip()
-    except (OSError, subprocess.SubprocessError):
-        commit = ""
-    cpu = platform.processor()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
+    commit, cpu = git_commit(), cpu_name()
     return {"commit": commit, "torch": torch.__version__, "opencv": cv2.__version__, "scipy": scipy.__version__,
             "numpy": np.__version__, "cpu": cpu, "cores": os.cpu_count(), "torch_threads": torch.get_num_threads(),
             "opencv_threads": cv2.getNumThreads(), "python": platform.python_version()}
