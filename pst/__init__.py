@@ -9,8 +9,8 @@ Subpackages:
     pst.models, pst.losses, pst.data, pst.train   the self-training pipeline
 """
 
-from pst._ops import has_cuda
+from pst._ops import cpu_isa, has_cuda
 
 __version__ = "0.1.0"
 
-__all__ = ["has_cuda", "__version__"]
+__all__ = ["cpu_isa", "has_cuda", "__version__"]

@@ -12,7 +12,7 @@ from __future__ import annotations
 import torch
 
 try:
-    from pst import _C  # noqa: F401  (registers torch.ops.pst.*)
+    from pst import _C  # registers torch.ops.pst.*
 except ImportError as exc:  # pragma: no cover - only without a build
     raise ImportError(
         "pst's compiled ops (pst._C) are not built. Install with "
@@ -26,6 +26,12 @@ ops = torch.ops.pst
 def has_kernel(op: str, dispatch_key: str) -> bool:
     """Whether ``torch.ops.pst.<op>`` has a kernel for ``dispatch_key`` ("CPU", "CUDA")."""
     return torch._C._dispatch_has_kernel_for_dispatch_key(f"pst::{op}", dispatch_key)
+
+
+def cpu_isa() -> str:
+    """The vector instruction set of the CPU kernels' inner loops on this machine: "avx512",
+    "avx2" or "baseline" (picked at load time; cap it with ``PST_CPU_ISA=avx2|baseline``)."""
+    return _C.cpu_isa()
 
 
 def has_cuda() -> bool:

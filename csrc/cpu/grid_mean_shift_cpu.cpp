@@ -11,6 +11,7 @@
 #include "checks.h"
 #include "cpu/kdtree.h"
 #include "cpu/parallel.h"
+#include "cpu/simd.h"
 
 namespace pst {
 namespace {
@@ -42,60 +43,66 @@ Cells bin_positions(const P* pos, const double* w, const int64_t* seg, int64_t k
   std::vector<int32_t> key(k * d);
   std::vector<uint64_t> hash(k);
   // Cell coordinates and hashes, in parallel. Coordinates must fit int32.
-  constexpr double kLimit = 2147483000.0;
   std::atomic<bool> overflow{false};
+  std::vector<uint64_t> mult(d);
+  for (int64_t j = 0; j < d; ++j) mult[j] = mix64(static_cast<uint64_t>(j) + 1) | 1;
   at::parallel_for(0, k, 2048, [&](int64_t b, int64_t e) {
+    if (!cpu::cell_coords(pos + b * d, (e - b) * d, h, &key[b * d])) {
+      overflow = true;
+      return;
+    }
+    // hash: a random linear form of (segment, cell coordinates), mixed once at the end
     for (int64_t i = b; i < e; ++i) {
-      uint64_t hv = mix64(static_cast<uint64_t>(seg[i]) + 0x9e3779b97f4a7c15ULL);
-      for (int64_t j = 0; j < d; ++j) {
-        const double c = std::floor(static_cast<double>(pos[i * d + j]) / h);
-        if (!(std::fabs(c) < kLimit)) {
-          overflow = true;
-          return;
-        }
-        const int32_t ci = static_cast<int32_t>(c);
-        key[i * d + j] = ci;
-        hv = mix64(hv ^ (static_cast<uint64_t>(static_cast<uint32_t>(ci)) + 0x9e3779b97f4a7c15ULL + (hv << 6)));
-      }
-      hash[i] = hv;
+      uint64_t hv = static_cast<uint64_t>(seg[i]) * 0x9e3779b97f4a7c15ULL;
+      for (int64_t j = 0; j < d; ++j) hv += static_cast<uint64_t>(static_cast<uint32_t>(key[i * d + j])) * mult[j];
+      hash[i] = mix64(hv);
     }
   });
   TORCH_CHECK(!overflow, "grid_mean_shift: points / cell_size gives grid coordinates beyond the int32 range "
               "(|x| / cell_size must stay below 2.1e9); rescale the data or use a larger bandwidth");
-  // Open addressing: slot -> cell id (-1 empty); a cell is identified by its first row.
-  int64_t cap = 16;
-  while (cap < 2 * k) cap <<= 1;
+  // Open addressing: slot -> cell id (-1 empty). Each cell's hash, segment and key sit in
+  // compact per-cell arrays, and the table grows with the number of cells (not points), so
+  // that lookups stay in cache when many points share few cells.
+  int64_t cap = 1024;
   std::vector<int64_t> slot(cap, -1);
-  std::vector<int64_t> rep;  // cell -> representative row
+  std::vector<uint64_t> chash;
   out.cell_of.resize(k);
+  auto grow = [&]() {
+    cap <<= 1;
+    slot.assign(cap, -1);
+    for (int64_t c = 0; c < static_cast<int64_t>(chash.size()); ++c) {
+      uint64_t p = chash[c] & (cap - 1);
+      while (slot[p] >= 0) p = (p + 1) & (cap - 1);
+      slot[p] = c;
+    }
+  };
   for (int64_t i = 0; i < k; ++i) {
-    uint64_t p = hash[i] & (cap - 1);
+    const uint64_t hv = hash[i];
+    const int32_t* ki = &key[i * d];
+    uint64_t p = hv & (cap - 1);
     for (;;) {
       const int64_t c = slot[p];
       if (c < 0) {
-        slot[p] = static_cast<int64_t>(rep.size());
-        out.cell_of[i] = static_cast<int64_t>(rep.size());
-        rep.push_back(i);
+        const int64_t nc = static_cast<int64_t>(chash.size());
+        slot[p] = nc;
+        out.cell_of[i] = nc;
+        chash.push_back(hv);
+        out.seg.push_back(seg[i]);
+        out.coords.insert(out.coords.end(), ki, ki + d);
+        if (2 * (nc + 1) > cap) grow();
         break;
       }
-      const int64_t r = rep[c];
-      if (hash[r] == hash[i] && seg[r] == seg[i] && std::memcmp(&key[r * d], &key[i * d], d * sizeof(int32_t)) == 0) {
+      if (chash[c] == hv && out.seg[c] == seg[i] && std::memcmp(&out.coords[c * d], ki, d * sizeof(int32_t)) == 0) {
         out.cell_of[i] = c;
         break;
       }
       p = (p + 1) & (cap - 1);
     }
   }
-  const int64_t nc = static_cast<int64_t>(rep.size());
+  const int64_t nc = static_cast<int64_t>(chash.size());
   out.count = nc;
-  out.coords.resize(nc * d);
-  out.seg.resize(nc);
   out.sum.assign(nc * d, 0.0);
   out.weight.assign(nc, 0.0);
-  for (int64_t c = 0; c < nc; ++c) {
-    std::memcpy(&out.coords[c * d], &key[rep[c] * d], d * sizeof(int32_t));
-    out.seg[c] = seg[rep[c]];
-  }
   for (int64_t i = 0; i < k; ++i) {
     const int64_t c = out.cell_of[i];
     const double wi = w ? w[i] : 1.0;
@@ -169,7 +176,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> grid_mean
     for (it = 1; it <= max_iter; ++it) {
       const bool first = it == 1;
       const int64_t k = first ? n : static_cast<int64_t>(wts.size());
-      Cells cells = first ? bin_positions<scalar_t>(px, nullptr, seg0.data(), n, d, cell_size)
+          Cells cells = first ? bin_positions<scalar_t>(px, nullptr, seg0.data(), n, d, cell_size)
                           : bin_positions<double>(pos.data(), wts.data(), seg.data(), k, d, cell_size);
       std::vector<double> next = block_means(cells, d, g);
       // largest move of any position in this pass

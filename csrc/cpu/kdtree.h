@@ -33,7 +33,7 @@ namespace pst::cpu {
 template <typename T>
 class KdTree {
  public:
-  static constexpr int64_t kLeafSize = 128;
+  static constexpr int64_t kLeafSize = std::is_same_v<T, int32_t> ? 64 : 128;  // cell trees: vector box scans
 
   struct Node {
     int64_t begin, end;  // rows [begin, end) of the reordered arrays
@@ -115,7 +115,7 @@ class KdTree {
     // Floating-point trees also keep each leaf's rows in blocks of kBlock rows, column-major
     // within a block (simd.h), so that ball queries scan leaves with vector loads.
     const int64_t nn = static_cast<int64_t>(nodes_.size());
-    if constexpr (std::is_floating_point_v<T>) {
+    if constexpr (kBlocked) {
       leaf_block_.assign(nn, -1);
       int64_t nblocks = 0;
       for (int64_t ni = 0; ni < nn; ++ni) {
@@ -131,6 +131,21 @@ class KdTree {
         for (int64_t i = 0; i < nd.end - nd.begin; ++i)
           for (int64_t j = 0; j < d; ++j)
             base[(i / kBlock) * kBlock * d + j * kBlock + i % kBlock] = pts_[(nd.begin + i) * d + j];
+      }
+      // Integer (cell) trees answer box queries: their payload and weight go into blocks too,
+      // as [d + 1][kBlock] per block (weight last), zero on padding rows.
+      if constexpr (std::is_same_v<T, int32_t>) {
+        payblocks_.assign(nblocks * kBlock * (d + 1), 0.0);
+        for (int64_t ni = 0; ni < nn; ++ni) {
+          const Node& nd = nodes_[ni];
+          if (nd.left >= 0) continue;
+          double* base = &payblocks_[leaf_block_[ni] * kBlock * (d + 1)];
+          for (int64_t i = 0; i < nd.end - nd.begin; ++i) {
+            double* blk = base + (i / kBlock) * kBlock * (d + 1) + i % kBlock;
+            for (int64_t j = 0; j < d; ++j) blk[j * kBlock] = pay_[(nd.begin + i) * d + j];
+            blk[d * kBlock] = w_[nd.begin + i];
+          }
+        }
       }
     }
     // Aggregates, children before parents (children always have larger indices).
@@ -189,10 +204,12 @@ class KdTree {
 
   // Same over rows with lo[j] <= x[j] <= hi[j] for every j.
   void box_sum(const T* qlo, const T* qhi, double* sum, double& wsum, int64_t& count) const {
+    static_assert(std::is_same_v<T, int32_t>, "box queries need an int32 (cell) tree");
     std::fill(sum, sum + d_, 0.0);
     wsum = 0;
     count = 0;
     if (m_ == 0) return;
+    std::vector<double> vsum((d_ + 1) * kBlock, 0.0);  // lane-wise partial sums, weight last
     int64_t stack[128];
     int top = 0;
     stack[top++] = 0;
@@ -215,17 +232,19 @@ class KdTree {
         continue;
       }
       if (nd.left < 0) {
-        for (int64_t i = nd.begin; i < nd.end; ++i) {
-          const T* x = &pts_[i * d_];
-          bool in = true;
-          for (int64_t j = 0; j < d_ && in; ++j) in = x[j] >= qlo[j] && x[j] <= qhi[j];
-          if (in) add_row(i, sum, wsum, count);
-        }
+        const int64_t nblk = (nd.end - nd.begin + kBlock - 1) / kBlock;
+        const int64_t b0 = leaf_block_[ni];
+        count += box_blocks(&blocks_[b0 * kBlock * d_], &payblocks_[b0 * kBlock * (d_ + 1)], nblk, d_, qlo, qhi,
+                            vsum.data());
         continue;
       }
       stack[top++] = nd.right;
       stack[top++] = nd.left;
     }
+    reduce_lanes(vsum.data(), d_, sum);
+    double wl[1] = {0.0};
+    reduce_lanes(vsum.data() + d_ * kBlock, 1, wl);
+    wsum += wl[0];
   }
 
   // Nearest row to q: returns its original row id (or -1 for an empty tree); sets best to
@@ -410,7 +429,9 @@ class KdTree {
   std::vector<double> sum_;      // [nodes, d] payload sums
   std::vector<double> wsum_;     // [nodes]
   std::vector<T> pts_;           // [m, d] rows in tree order
-  std::vector<T> blocks_;        // leaves' rows in blocks of kBlock (simd.h), floating T only
+  static constexpr bool kBlocked = std::is_floating_point_v<T> || std::is_same_v<T, int32_t>;
+  std::vector<T> blocks_;        // leaves' rows in blocks of kBlock (simd.h), floating or int32 T
+  std::vector<double> payblocks_;  // int32 trees: payload and weight per block, [d + 1][kBlock]
   std::vector<int64_t> leaf_block_;  // [nodes] first block of each leaf
   std::vector<double> pay_;      // [m, d] payload in tree order
   std::vector<double> w_;        // [m]

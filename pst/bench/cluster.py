@@ -27,6 +27,7 @@ from sklearn.datasets import make_blobs
 from sklearn.metrics import adjusted_rand_score
 from tqdm import tqdm
 
+import pst
 import pst.cluster as pc
 from pst.bench._common import cpu_name, git_commit
 from pst.io import atomic_open, write_json
@@ -90,7 +91,7 @@ def machine() -> dict[str, Any]:
 
     return {"commit": commit, "torch": torch.__version__, "sklearn": sklearn.__version__, "cpu": cpu,
             "cores": os.cpu_count(), "torch_threads": torch.get_num_threads(), "python": platform.python_version(),
-            "load_avg_1min_at_start": os.getloadavg()[0]}
+            "load_avg_1min_at_start": os.getloadavg()[0], "cpu_isa": pst.cpu_isa()}
 
 
 _SK_CACHE: dict[tuple[str, int, int], tuple[float, Any]] = {}
@@ -194,7 +195,7 @@ def instance_case(repeat: int) -> dict[str, Any]:
 def markdown(rows: list[dict[str, Any]], inst: dict[str, Any] | None, info: dict[str, Any]) -> str:
     out = [f"# pst.cluster vs scikit-learn {info['sklearn']}",
            "",
-           f"{info['cpu']}, {info['cores']} cores (load average {info['load_avg_1min_at_start']:.1f} at start), "
+           f"{info['cpu']}, {info['cores']} cores, {info.get('cpu_isa', '?')} loops (load average {info['load_avg_1min_at_start']:.1f} at start), "
            f"torch {info['torch']} ({info['torch_threads']} threads), commit {info['commit']}. Bandwidth: `estimate_bandwidth(quantile={QUANTILE})`; scikit-learn runs "
            "`MeanShift(bin_seeding=True)` with the same bandwidth. Times are medians; speed-up = sklearn / pst.",
            "",
