@@ -233,6 +233,7 @@ class SelfTrainConfig:
     prior_beta: float = 1e-3
     confidence_weight: bool = True
     instances: InstancePseudoConfig = field(default_factory=InstancePseudoConfig)
+    bn_recalibrate: int = 0  # after the last step: BatchNorm statistics from this many target images (0: off)
     eval_every: int = 50
     checkpoint_every: int = 50
     log_every: int = 10
@@ -252,6 +253,7 @@ class SelfTrainConfig:
         _check_range(f"{key}.checkpoint_every", self.checkpoint_every, 1)
         _check_range(f"{key}.log_every", self.log_every, 1)
         _check_range(f"{key}.consistency_anchors", self.consistency_anchors, 1)
+        _check_range(f"{key}.bn_recalibrate", self.bn_recalibrate, 0)
         if len(self.view_zoom) != 2 or not 0 < self.view_zoom[0] <= self.view_zoom[1] <= 1:
             raise ValueError(f"{key}.view_zoom should be [lo, hi] with 0 < lo <= hi <= 1, got {self.view_zoom}")
         self.instances.validate(f"{key}.instances")

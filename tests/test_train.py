@@ -13,7 +13,7 @@ from pst.config import load_config
 from pst.labels import IGNORE, TOY
 from pst.train.checkpoint import find_checkpoints, load_checkpoint, save_checkpoint
 from pst.train.data import StepSampler, gt_panoptic, photometric, scale_crop, step_generator
-from pst.train.ema import ema_update, make_teacher
+from pst.train.ema import ema_update, make_teacher, recalibrate_bn
 from pst.train.model import instance_groups, set_lr
 from pst.train.pseudo import ClassPrior, class_thresholds, instance_scores, semantic_pseudo_labels
 from pst.train.report import colorize_panoptic, gap_closed
@@ -23,7 +23,8 @@ TINY = [
     "data.source.n=8", "data.target.n=8", "data.target_val.n=4", "data.size=[64,128]", "data.batch_size=2",
     "model.width=8", "source.steps=4", "source.checkpoint_every=2", "source.log_every=2", "source.warmup=1",
     "selftrain.steps=4", "selftrain.eval_every=2", "selftrain.checkpoint_every=2", "selftrain.log_every=2",
-    "selftrain.ema_every=1", "selftrain.n_views=2", "eval.n_overlays=2", "eval.stuff_area=16",
+    "selftrain.ema_every=1", "selftrain.n_views=2", "selftrain.bn_recalibrate=4", "eval.n_overlays=2",
+    "eval.stuff_area=16",
     "categories=[base]", "device=cpu",
 ]
 
@@ -71,6 +72,33 @@ def test_ema_update_errors():
     other = nn.Sequential(nn.Conv2d(3, 4, 3))
     with pytest.raises(ValueError, match="same tensors"):
         ema_update(other, s, 0.9)
+
+
+def test_recalibrate_bn_averages_batch_statistics():
+    torch.manual_seed(0)
+    net = _Net()
+    make_teacher(net)  # unrelated copy: must not be touched
+    net.eval()
+    weights = {k: v.clone() for k, v in net.state_dict().items() if "running" not in k and "tracked" not in k}
+    batches = [torch.randn(3, 3, 6, 5) * (i + 1) + i for i in range(3)]
+    assert recalibrate_bn(net, iter(batches), forward=lambda m, x: m.bn(m.conv(x))) == 3
+    with torch.no_grad():
+        ys = [net.conv(x) for x in batches]
+    mean = torch.stack([y.mean(dim=(0, 2, 3)) for y in ys]).mean(0)
+    var = torch.stack([y.transpose(0, 1).reshape(4, -1).var(dim=1, unbiased=True) for y in ys]).mean(0)
+    torch.testing.assert_close(net.bn.running_mean, mean)
+    torch.testing.assert_close(net.bn.running_var, var)
+    assert int(net.bn.num_batches_tracked) == 3 and net.bn.momentum == 0.1 and not net.training
+    for k, v in weights.items():
+        assert torch.equal(net.state_dict()[k], v), k
+
+
+def test_recalibrate_bn_without_batches_keeps_statistics():
+    net = _Net()
+    with torch.no_grad():
+        net.bn.running_mean.fill_(2.0)
+    assert recalibrate_bn(net, []) == 0
+    assert torch.equal(net.bn.running_mean, torch.full((4,), 2.0)) and net.bn.momentum == 0.1
 
 
 # --------------------------------------------------------------------------- pseudo-labels

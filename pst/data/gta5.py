@@ -94,16 +94,20 @@ def read_split_list(root: Path, split: str, res: ScanResult) -> list[str] | None
     return [n if n.endswith(".png") else f"{n}.png" for n in names]
 
 
-def scan_gta5(root: Path, split: str, *, with_labels: bool = True) -> ScanResult:
+def scan_image_label_pairs(root: Path, split: str, img_dir: Path, lab_dir: Path, *, with_labels: bool,
+                           img_layout: str, lab_layout: str) -> ScanResult:
+    """Pairs ``(stem, image, label)`` of same-named PNGs in ``img_dir`` and ``lab_dir`` (the
+    GTA5 and SYNTHIA layouts), restricted to ``root/<split>.txt`` when the split has a list.
+    Missing folders or files are errors; stray files are warnings. ``*_layout`` say what
+    the folders should hold, for the messages."""
     res = ScanResult()
-    root = Path(root)
     if not root.is_dir():
         res.errors.append(f"{root}: root folder does not exist")
         return res
-    img_dir, lab_dir = root / "images", root / "labels"
-    for d, what in ((img_dir, "images/NNNNN.png"), (lab_dir, "labels/NNNNN.png")):
-        if not d.is_dir() and (d is img_dir or with_labels):
-            res.errors.append(f"{d}: missing folder (expected {what})")
+    if not img_dir.is_dir():
+        res.errors.append(f"{img_dir}: missing folder (expected {img_layout})")
+    if with_labels and not lab_dir.is_dir():
+        res.errors.append(f"{lab_dir}: missing folder (expected {lab_layout})")
     if res.errors:
         return res
     wanted = read_split_list(root, split, res)
@@ -124,10 +128,16 @@ def scan_gta5(root: Path, split: str, *, with_labels: bool = True) -> ScanResult
             continue
         res.items.append((Path(name).stem, image, label))
     if not res.items and not res.errors:
-        res.errors.append(f"{img_dir}: no images found (expected images/NNNNN.png)")
+        res.errors.append(f"{img_dir}: no images found (expected {img_layout})")
     if with_labels and wanted is None:
         have = set(names)
         for p in sorted(lab_dir.glob("*.png")):
             if p.name not in have:
                 res.warnings.append(f"{p}: label without an image")
     return res
+
+
+def scan_gta5(root: Path, split: str, *, with_labels: bool = True) -> ScanResult:
+    root = Path(root)
+    return scan_image_label_pairs(root, split, root / "images", root / "labels", with_labels=with_labels,
+                                  img_layout="images/NNNNN.png", lab_layout="labels/NNNNN.png")

@@ -25,7 +25,7 @@ import numpy as np
 
 from pst.data.base import FileDataset, ScanResult, check_ids, check_same_size, read_png_unchanged, read_rgb, \
     relabel_instances
-from pst.data.gta5 import read_split_list
+from pst.data.gta5 import scan_image_label_pairs
 from pst.labels import IGNORE, SYNTHIA16, LabelSpace, synthia_id_lut
 
 __all__ = ["Synthia"]
@@ -81,40 +81,7 @@ class Synthia(FileDataset):
 
 
 def scan_synthia(root: Path, split: str, *, with_labels: bool = True) -> ScanResult:
-    res = ScanResult()
     root = Path(root)
-    if not root.is_dir():
-        res.errors.append(f"{root}: root folder does not exist")
-        return res
-    img_dir, lab_dir = root / "RGB", root / "GT" / "LABELS"
-    if not img_dir.is_dir():
-        res.errors.append(f"{img_dir}: missing folder (expected RGB/NNNNNNN.png)")
-    if with_labels and not lab_dir.is_dir():
-        res.errors.append(f"{lab_dir}: missing folder (expected GT/LABELS/NNNNNNN.png, 16-bit, R = class, G = instance)")
-    if res.errors:
-        return res
-    wanted = read_split_list(root, split, res)
-    if wanted is None:
-        names = sorted(p.name for p in img_dir.iterdir() if p.is_file() and p.suffix.lower() == ".png")
-        for p in sorted(img_dir.iterdir()):
-            if p.is_file() and p.suffix.lower() != ".png":
-                res.warnings.append(f"{p}: ignored (not a .png file)")
-    else:
-        names = wanted
-    for name in names:
-        image, label = img_dir / name, lab_dir / name
-        if not image.is_file():
-            res.errors.append(f"{image}: missing (listed in {split}.txt)")
-            continue
-        if with_labels and not label.is_file():
-            res.errors.append(f"{label}: missing (label of {name})")
-            continue
-        res.items.append((Path(name).stem, image, label))
-    if not res.items and not res.errors:
-        res.errors.append(f"{img_dir}: no images found (expected RGB/NNNNNNN.png)")
-    if with_labels and wanted is None:
-        have = set(names)
-        for p in sorted(lab_dir.glob("*.png")):
-            if p.name not in have:
-                res.warnings.append(f"{p}: label without an image")
-    return res
+    return scan_image_label_pairs(root, split, root / "RGB", root / "GT" / "LABELS", with_labels=with_labels,
+                                  img_layout="RGB/NNNNNNN.png",
+                                  lab_layout="GT/LABELS/NNNNNNN.png, 16-bit, R = class, G = instance")

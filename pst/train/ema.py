@@ -8,7 +8,7 @@ import copy
 
 import torch
 
-__all__ = ["make_teacher", "ema_update"]
+__all__ = ["make_teacher", "ema_update", "recalibrate_bn"]
 
 
 def make_teacher(student: torch.nn.Module) -> torch.nn.Module:
@@ -43,3 +43,47 @@ def ema_update(teacher: torch.nn.Module, student: torch.nn.Module, momentum: flo
             t.data.mul_(momentum).add_(s.to(t.dtype), alpha=1.0 - momentum)
         else:
             t.data.copy_(s)
+
+
+@torch.no_grad()
+def recalibrate_bn(net: torch.nn.Module, batches, *, forward=None) -> int:
+    """Replace every BatchNorm layer's running statistics by those of ``batches`` (AdaBN,
+    Li et al. 2016): the statistics are reset, then accumulated as a plain average over the
+    batches in train mode, without gradients; weights are untouched.
+
+    Self-training feeds source and target images through one forward pass, so the running
+    statistics it leaves describe the mixture of both domains; recomputing them on target
+    images alone normalises target features as they are at test time.
+
+    Args:
+        net: the model; its train/eval mode is restored afterwards.
+        batches: an iterable of input tensors.
+        forward: ``forward(net, x)`` (default ``net(x)``).
+    Returns:
+        The number of batches seen (0 leaves the statistics as they were).
+    """
+    bns = [m for m in net.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)
+           and m.track_running_stats]
+    if not bns:
+        return 0
+    saved = [(m.running_mean.clone(), m.running_var.clone(), m.num_batches_tracked.clone(), m.momentum)
+             for m in bns]
+    for m in bns:
+        m.reset_running_stats()
+        m.momentum = None  # cumulative average
+    was_training = net.training
+    net.train()
+    n = 0
+    try:
+        for x in batches:
+            net(x) if forward is None else forward(net, x)
+            n += 1
+    finally:
+        for m, (mean, var, count, mom) in zip(bns, saved):
+            m.momentum = mom
+            if n == 0:
+                m.running_mean.copy_(mean)
+                m.running_var.copy_(var)
+                m.num_batches_tracked.copy_(count)
+        net.train(was_training)
+    return n

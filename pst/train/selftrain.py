@@ -33,7 +33,7 @@ from pst.labels import IGNORE
 from pst.train.checkpoint import load_checkpoint, save_checkpoint
 from pst.train.data import StepSampler, build_dataset, load_batch, maybe_cache, photometric, step_generator
 from pst.train.distributed import barrier
-from pst.train.ema import ema_update, make_teacher
+from pst.train.ema import ema_update, make_teacher, recalibrate_bn
 from pst.train.evaluate import autocast_for, evaluate_net
 from pst.train.model import build_panoptic_net, build_param_groups, set_lr
 from pst.train.objectives import group_mask, instance_terms, supervised_losses
@@ -60,6 +60,25 @@ def _split(out: dict, n: int) -> tuple[dict, dict]:
 def _sync(device: torch.device) -> None:
     if device.type == "cuda":
         torch.cuda.synchronize(device)
+
+
+def _recalibrate_on_target(net, teacher, target, cfg, device: torch.device) -> int:
+    """BatchNorm statistics of student and teacher from the first ``bn_recalibrate`` target
+    images, resized, un-augmented (:func:`pst.train.ema.recalibrate_bn`). The same images on
+    every process, so DDP replicas stay identical. Returns the number of images."""
+    n = min(cfg.selftrain.bn_recalibrate, len(target))
+    bs = cfg.eval.batch_size
+    g = step_generator(cfg.seed, "bn-recalibrate", 0)
+
+    def batches():
+        for s in range(0, n, bs):
+            b = load_batch(target, list(range(s, min(n, s + bs))), size=cfg.data.size, augment=cfg.augment,
+                           generator=g, spatial=False, colour=False)
+            yield b["image"].to(device)
+
+    for model in (net, teacher):
+        recalibrate_bn(model, batches())
+    return n
 
 
 def self_train(cfg, out_dir: str | Path, *, init: str | Path, resume: bool = False, max_steps: int | None = None,
@@ -253,6 +272,11 @@ def self_train(cfg, out_dir: str | Path, *, init: str | Path, resume: bool = Fal
         if step % st.checkpoint_every == 0 and step < total:
             save(last, step)
     bar.close()
+    if st.bn_recalibrate:
+        recalibrated = _recalibrate_on_target(net, teacher, target, cfg, rt.device)
+        logger.info("selftrain: BatchNorm statistics recomputed on %d target images", recalibrated)
+        if st.eval_every and rt.is_main:
+            curve[:] = [c for c in curve if c["step"] != step]  # the last point: after recalibration
     if st.eval_every and rt.is_main and (not curve or curve[-1]["step"] != step):
         run_eval(step)
     save(final, step)
