@@ -176,7 +176,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> grid_mean
     for (it = 1; it <= max_iter; ++it) {
       const bool first = it == 1;
       const int64_t k = first ? n : static_cast<int64_t>(wts.size());
-          Cells cells = first ? bin_positions<scalar_t>(px, nullptr, seg0.data(), n, d, cell_size)
+      Cells cells = first ? bin_positions<scalar_t>(px, nullptr, seg0.data(), n, d, cell_size)
                           : bin_positions<double>(pos.data(), wts.data(), seg.data(), k, d, cell_size);
       std::vector<double> next = block_means(cells, d, g);
       // largest move of any position in this pass

@@ -112,8 +112,9 @@ class KdTree {
         pay_[i * d + j] = payload ? payload[r * d + j] : wi * static_cast<double>(x);
       }
     }
-    // Floating-point trees also keep each leaf's rows in blocks of kBlock rows, column-major
-    // within a block (simd.h), so that ball queries scan leaves with vector loads.
+    // Floating-point and int32 (cell) trees also keep each leaf's rows in blocks of kBlock rows,
+    // column-major within a block (simd.h), so that ball and box queries scan leaves with vector
+    // loads. Padding rows hold the type's largest value, outside every query.
     const int64_t nn = static_cast<int64_t>(nodes_.size());
     if constexpr (kBlocked) {
       leaf_block_.assign(nn, -1);

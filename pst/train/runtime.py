@@ -44,7 +44,11 @@ def setup_runtime(cfg, device: str | torch.device | None = None) -> Runtime:
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
     if cfg.deterministic:
-        # exact repeatability of CPU runs; cuDNN autotuning off on GPU
+        # Exact repeatability. With 2+ CPU threads, runs of the default toy config drifted apart
+        # after about 100 steps until deterministic algorithms were requested (warn_only: ops
+        # without a deterministic version warn instead of failing). cuDNN autotuning off on GPU.
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+        torch.use_deterministic_algorithms(True, warn_only=True)
         torch.backends.cudnn.benchmark = False
         torch.backends.cudnn.deterministic = True
     else:
