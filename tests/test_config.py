@@ -92,6 +92,7 @@ def test_wrong_type_is_named(override, key):
     ("categories=[]", "categories"),
     ("source.steps=-1", "source.steps"),
     ("selftrain.ema_momentum=1.5", "selftrain.ema_momentum"),
+    ("selftrain.bn_recalibrate=-1", "selftrain.bn_recalibrate"),
     ("data.size=[4, 4]", "data.size"),
     ("loss.delta_d=0.1", "loss.delta_d"),
     ("data.source.name=cityscapes", "data.source.root"),
