@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import math
 
 import numpy as np
@@ -91,6 +92,23 @@ def test_recalibrate_bn_averages_batch_statistics():
     assert int(net.bn.num_batches_tracked) == 3 and net.bn.momentum == 0.1 and not net.training
     for k, v in weights.items():
         assert torch.equal(net.state_dict()[k], v), k
+
+
+def test_recalibrate_bn_serves_several_models_from_one_pass():
+    torch.manual_seed(0)
+    a, b = _Net(), _Net()
+    b.eval()
+    batches = [torch.randn(2, 3, 5, 5) + i for i in range(2)]
+    fwd = lambda m, x: m.bn(m.conv(x))  # noqa: E731
+    ref_a, ref_b = copy.deepcopy(a), copy.deepcopy(b)
+    recalibrate_bn(ref_a, batches, forward=fwd)
+    recalibrate_bn(ref_b, batches, forward=fwd)
+    reads = []
+    assert recalibrate_bn([a, b], (reads.append(1) or x for x in batches), forward=fwd) == 2
+    assert len(reads) == 2 and a.training and not b.training
+    for got, ref in ((a, ref_a), (b, ref_b)):
+        assert torch.equal(got.bn.running_mean, ref.bn.running_mean)
+        assert torch.equal(got.bn.running_var, ref.bn.running_var)
 
 
 def test_recalibrate_bn_without_batches_keeps_statistics():

@@ -74,9 +74,6 @@ const char* isa_name() {
   return names[isa_level()];
 }
 
-namespace {
-
-}  // namespace
 
 #ifdef PST_X86_VARIANTS
 #define PST_CALL(fn, ...)                                                   \

@@ -46,7 +46,7 @@ def ema_update(teacher: torch.nn.Module, student: torch.nn.Module, momentum: flo
 
 
 @torch.no_grad()
-def recalibrate_bn(net: torch.nn.Module, batches, *, forward=None) -> int:
+def recalibrate_bn(nets, batches, *, forward=None) -> int:
     """Replace every BatchNorm layer's running statistics by those of ``batches`` (AdaBN,
     Li et al. 2016): the statistics are reset, then accumulated as a plain average over the
     batches in train mode, without gradients; weights are untouched.
@@ -56,13 +56,15 @@ def recalibrate_bn(net: torch.nn.Module, batches, *, forward=None) -> int:
     images alone normalises target features as they are at test time.
 
     Args:
-        net: the model; its train/eval mode is restored afterwards.
+        nets: one model or a sequence of models; every batch goes through each of them, so the
+            data are read once. Their train/eval modes are restored afterwards.
         batches: an iterable of input tensors.
         forward: ``forward(net, x)`` (default ``net(x)``).
     Returns:
         The number of batches seen (0 leaves the statistics as they were).
     """
-    bns = [m for m in net.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)
+    nets = [nets] if isinstance(nets, torch.nn.Module) else list(nets)
+    bns = [m for net in nets for m in net.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)
            and m.track_running_stats]
     if not bns:
         return 0
@@ -71,12 +73,14 @@ def recalibrate_bn(net: torch.nn.Module, batches, *, forward=None) -> int:
     for m in bns:
         m.reset_running_stats()
         m.momentum = None  # cumulative average
-    was_training = net.training
-    net.train()
+    modes = [net.training for net in nets]
+    for net in nets:
+        net.train()
     n = 0
     try:
         for x in batches:
-            net(x) if forward is None else forward(net, x)
+            for net in nets:
+                net(x) if forward is None else forward(net, x)
             n += 1
     finally:
         for m, (mean, var, count, mom) in zip(bns, saved):
@@ -85,5 +89,6 @@ def recalibrate_bn(net: torch.nn.Module, batches, *, forward=None) -> int:
                 m.running_mean.copy_(mean)
                 m.running_var.copy_(var)
                 m.num_batches_tracked.copy_(count)
-        net.train(was_training)
+        for net, mode in zip(nets, modes):
+            net.train(mode)
     return n

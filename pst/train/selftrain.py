@@ -76,8 +76,7 @@ def _recalibrate_on_target(net, teacher, target, cfg, device: torch.device) -> i
                            generator=g, spatial=False, colour=False)
             yield b["image"].to(device)
 
-    for model in (net, teacher):
-        recalibrate_bn(model, batches())
+    recalibrate_bn([net, teacher], batches())
     return n
 
 
