@@ -28,6 +28,7 @@ $(VENV)/.pst: $(VENV)/.torch pyproject.toml setup.py $(wildcard csrc/*.cpp csrc/
 	$(PIP) install -q --no-build-isolation -e ".[cpu]"
 	touch $@
 
+	@echo "Building pst and compiling its C++ ops (pst._C): about 5-10 minutes on 2 cores, silent until done."
 $(VENV)/.test: $(VENV)/.pst
 	$(PIP) install -q --no-build-isolation -e ".[cpu,test]"
 	touch $@

@@ -10,6 +10,7 @@ import time
 import pytest
 
 from pst.cli import main
+from pst.labels import TOY
 from tests.test_train import TINY
 
 
@@ -28,20 +29,45 @@ def test_tiny_pipeline_end_to_end(tmp_path, capsys):
     m = json.loads((out / "metrics.json").read_text())
     _check_metrics(m)
     assert set(m["by_category"]) == {"base", "ccm"}
+    stages = ("source_only", "self_trained", "oracle")
     for mode in ("base", "ccm"):
-        assert set(m["by_category"][mode]) >= {"source_only", "self_trained", "oracle", "gap_closed"}
+        res = m["by_category"][mode]
+        assert set(res) >= {*stages, *(f"{s}_cc" for s in stages), "gap_closed", "cc_gain"}
+        assert set(res["gap_closed"]) == {"PQ", "PQ_things", "mIoU", "AP"}
+        for s in stages:
+            assert res["cc_gain"][s] == pytest.approx(res[s]["PQ_things"] - res[f"{s}_cc"]["PQ_things"], nan_ok=True)
+            assert set(res[s]["per_class"]) == set(TOY.things)
+            assert set(res[s]["per_class"]["car"]) == {"PQ", "SQ", "RQ", "TP", "FP", "FN", "IoU", "AP", "AP50"}
+    # CC instances do not depend on the category mode (no instance model runs)
+    assert m["by_category"]["base"]["oracle_cc"] == m["by_category"]["ccm"]["oracle_cc"]
+    cc = m["cc_baseline"]
+    assert cc["self_trained_cc"] == m["by_category"]["base"]["self_trained_cc"] and cc["target_gain"] == 0.10
+    assert set(cc["meets_target"]) == set(stages) and cc["PQ_things_gain"] == m["by_category"]["base"]["cc_gain"]
+    assert m["ap_min_region_size"] == 16  # toy scenes at 64x128: 100 px scaled by pixel count, floor 16
+    pq = m["pseudo_quality"]
+    assert [(r["step"], r["mode"]) for r in pq] == [(2, "base"), (2, "ccm"), (4, "base"), (4, "ccm")]
+    assert all(r["images"] == 4 and 0 <= r["kept"] <= 1 and (r["mIoU"] is None) == (r["kept"] == 0) for r in pq)
     assert 0.0 <= m["timing"]["instance_pseudo_share"] <= 1.0
     assert m["wall_seconds"] <= wall + 1
     assert [c["step"] for c in m["curve"] if c["mode"] == "base"] == [0, 2, 4]
-    for name in ("source.pt", "selftrain.pt", "oracle.pt", "report.md", "pq_curve.png", "overlay_00.png",
-                 "overlay_01.png"):
+    for name in ("source.pt", "selftrain.pt", "oracle.pt", "report.md", "pq_curve.png", "pseudo_quality.png",
+                 "overlay_00.png", "overlay_01.png"):
         assert (out / name).is_file(), name
     report = (out / "report.md").read_text()
     assert "pq_curve.png" in report and "overlay_00.png" in report and "Gap closed" in report
+    assert "self-trained, CC instances" in report and "PQ_things difference" in report
+    assert "### Thing classes (BASE)" in report and "| motorcycle |" in report
+    assert "pseudo_quality.png" in report and "false-positive share" in report
+    assert "AP counts ground-truth objects of at least 16 pixels" in report
 
     # re-evaluate the run's checkpoints on other toy scenes (pst evaluate --checkpoint)
     from pst.train.evaluate import evaluate_checkpoint
 
+    # by default on the run's held-out set (data.target_val): the demo's own numbers
+    d = evaluate_checkpoint(out / "selftrain.pt")
+    assert {k: d["_eval"][k] for k in ("name", "seed", "style", "n_scenes")} == \
+        {"name": "toy", "seed": 3, "style": "target", "n_scenes": 4}
+    assert d["self_trained"]["PQ"] == m["self_trained"]["PQ"] and d["self_trained"]["AP"] == m["self_trained"]["AP"]
     r = evaluate_checkpoint(out, seed=11, style="target_dusk", n_scenes=2, out=tmp_path / "eval.json")
     assert set(r) == {"source_only", "self_trained", "oracle", "_eval"}
     _check_metrics(r)

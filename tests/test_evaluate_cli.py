@@ -7,6 +7,7 @@ import json
 import math
 import sys
 import types
+from pathlib import Path
 
 import pytest
 
@@ -71,8 +72,9 @@ def test_evaluate_argument_errors(tree):
 def test_checkpoint_mode_calls_pipeline(tmp_path, monkeypatch):
     calls = {}
 
-    def evaluate_checkpoint(path, *, seed, style, n_scenes=32, device, out):
-        calls.update(path=path, seed=seed, style=style, n_scenes=n_scenes, device=device, out=out)
+    def evaluate_checkpoint(path, *, device, out, **scenes):
+        calls.clear()
+        calls.update(path=path, device=device, out=out, **scenes)
         return {"PQ": 0.5, "mIoU": 0.6}
 
     fake = types.ModuleType("pst.train.evaluate")
@@ -85,7 +87,29 @@ def test_checkpoint_mode_calls_pipeline(tmp_path, monkeypatch):
     assert json.loads(out.read_text()) == {"PQ": 0.5, "mIoU": 0.6}  # written because the pipeline did not
     out.unlink()
     assert run(["--checkpoint", "ck.pt", "--out", str(out)]) == 0
-    assert calls["n_scenes"] == 32  # not given -> the pipeline's default
+    # nothing given -> nothing passed: the pipeline's one default, the checkpoint's data.target_val
+    assert calls == dict(path=Path("ck.pt"), device="cpu", out=out)
+    assert run(["--checkpoint", "ck.pt", "--toy-style", "target_dusk", "--quiet"]) == 0
+    assert calls == dict(path=Path("ck.pt"), device="cpu", out=None, style="target_dusk")
+
+
+def test_held_out_spec_is_the_configs_target_val():
+    from pst.config import load_config
+    from pst.train.evaluate import held_out_spec
+
+    cfg = load_config("toy", ["data.target_val.seed=9", "data.target_val.n=5"])
+    assert held_out_spec(cfg) is cfg.data.target_val
+    spec = held_out_spec(cfg, style="target_dusk")
+    assert (spec.name, spec.seed, spec.n, spec.style) == ("toy", 9, 5, "target_dusk")
+    spec = held_out_spec(cfg, seed=2, n_scenes=3)
+    assert (spec.seed, spec.n, spec.style) == (2, 3, "target")
+    with pytest.raises(ValueError, match="n_scenes should be >= 1"):
+        held_out_spec(cfg, n_scenes=0)
+    cs_cfg = load_config("synthia_cityscapes", ["data.source.root=/x", "data.target.root=/x",
+                                                "data.target_val.root=/x"])
+    assert held_out_spec(cs_cfg).name == "cityscapes"
+    with pytest.raises(ValueError, match="need a run on the 'toy' label space"):
+        held_out_spec(cs_cfg, seed=1)
 
 
 def test_checkpoint_mode_without_pipeline(monkeypatch):

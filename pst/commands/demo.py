@@ -28,8 +28,10 @@ def run(args) -> int:
 
     cfg = config_from_args(args)
     m = run_demo(cfg, args.out, resume=args.resume, progress=not args.no_progress, device=args.device)
-    summary = {k: {kk: round(m[k][kk], 4) for kk in ("PQ", "mIoU", "AP")} for k in ("source_only", "self_trained", "oracle")
-               if k in m}
+    summary = {k: {kk: round(m[k][kk], 4) for kk in ("PQ", "PQ_things", "mIoU", "AP")}
+               for k in ("source_only", "self_trained", "oracle") if k in m}
+    cc = m["cc_baseline"]
     print(json.dumps({"out": args.out, **summary, "gap_closed": m.get("gap_closed"),
+                      "PQ_things_gain_over_cc": {k: round(v, 4) for k, v in cc["PQ_things_gain"].items()},
                       "wall_seconds": round(m["wall_seconds"], 1)}, indent=2))
     return 0

@@ -1,13 +1,17 @@
 """``pst evaluate``: score predictions against Cityscapes ground truth, or a checkpoint on toy scenes.
 
     pst evaluate --gt CITYSCAPES_ROOT --pred PRED_DIR [--split val] --out results.json
-    pst evaluate --checkpoint CKPT_OR_RUN_DIR --toy-seed S --toy-style NAME [--n-scenes N] --out results.json
+    pst evaluate --checkpoint CKPT_OR_RUN_DIR [--toy-seed S] [--toy-style NAME] [--n-scenes N] --out results.json
 
 The first reads ``CITYSCAPES_ROOT/gtFine/<split>/<city>/*_gtFine_{labelIds,instanceIds}.png``
 and the prediction folder described in :mod:`pst.formats.cityscapes`, prints a table and
 writes JSON with ``PQ``, ``SQ``, ``RQ``, ``PQ_things``, ``PQ_stuff``, ``PQ_dagger``, ``mIoU``,
 ``AP``/``AP50`` (when ``PRED_DIR/instance`` exists) and ``per_class``, as fractions in
 [0, 1] (null where undefined).
+
+The second evaluates on the run's held-out set, ``data.target_val`` of the checkpoint's
+config (the scenes of the demo's metrics.json and of the self-training curve); each
+``--toy-*`` / ``--n-scenes`` option given replaces that field (toy scenes).
 """
 
 from __future__ import annotations
@@ -36,11 +40,14 @@ def register(subparsers) -> None:
     src.add_argument("--split", default="val", help="gtFine split to evaluate (default: val)")
     src.add_argument("--label-space", default="cityscapes19",
                      help="label space of the evaluation: cityscapes19 (default), synthia16, toy")
-    ck = p.add_argument_group("checkpoint on toy scenes")
+    ck = p.add_argument_group("checkpoint on its held-out set (or other toy scenes)")
     ck.add_argument("--checkpoint", type=Path, help="checkpoint file or run folder")
-    ck.add_argument("--toy-seed", type=int, default=0, help="seed of the toy scenes (default: 0)")
-    ck.add_argument("--toy-style", default="target", help="toy style name (default: target)")
-    ck.add_argument("--n-scenes", type=int, default=None, help="number of toy scenes (default: the pipeline's)")
+    ck.add_argument("--toy-seed", type=int, default=None,
+                    help="seed of the toy scenes (default: the config's data.target_val.seed)")
+    ck.add_argument("--toy-style", default=None,
+                    help="toy style name (default: the config's data.target_val.style)")
+    ck.add_argument("--n-scenes", type=int, default=None,
+                    help="number of toy scenes (default: the config's data.target_val.n)")
     p.add_argument("--device", default="cpu", help="torch device for the metrics / model (default: cpu)")
     p.add_argument("--out", type=Path, help="write the results as JSON here")
     p.add_argument("--quiet", action="store_true", help="do not print the table")
@@ -85,9 +92,10 @@ def run_checkpoint(args: argparse.Namespace) -> dict[str, Any]:
     fn = getattr(mod, "evaluate_checkpoint", None)
     if fn is None:
         raise ValueError("pst.train.evaluate has no evaluate_checkpoint function")
-    kwargs: dict[str, Any] = dict(seed=args.toy_seed, style=args.toy_style, device=args.device, out=args.out)
-    if args.n_scenes is not None:  # else the pipeline's default
-        kwargs["n_scenes"] = args.n_scenes
+    kwargs: dict[str, Any] = dict(device=args.device, out=args.out)
+    for key, value in (("seed", args.toy_seed), ("style", args.toy_style), ("n_scenes", args.n_scenes)):
+        if value is not None:  # else the pipeline's default: the checkpoint's data.target_val
+            kwargs[key] = value
     return fn(args.checkpoint, **kwargs)
 
 

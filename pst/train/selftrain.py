@@ -17,6 +17,10 @@ Each iteration (REFERENCE.md; SAC for the semantic branch):
 
 The wall time of each part is measured; ``timing["instance_pseudo_share"]`` is the
 share of an iteration spent making instance pseudo-labels (clustering + refinement).
+
+When the target has labels (``data.target.has_labels``), they never reach a loss: only
+:class:`pst.train.pseudo_quality.PseudoLabelQuality` reads them, to score the
+pseudo-labels of the batches between evaluation steps (``extra["pseudo_quality"]``).
 """
 
 from __future__ import annotations
@@ -39,6 +43,7 @@ from pst.train.model import build_panoptic_net, build_param_groups, set_lr
 from pst.train.objectives import group_mask, instance_terms, supervised_losses
 from pst.train.pseudo import ClassPrior, instance_pseudo_labels, semantic_pseudo_labels
 from pst.train.runtime import make_scaler, setup_runtime
+from pst.train.pseudo_quality import PseudoLabelQuality, mode_instance_maps
 from pst.train.source import _check_finite, _diverged, optimizer_step, wrap_ddp
 
 __all__ = ["self_train", "TIMING_KEYS"]
@@ -120,7 +125,10 @@ def self_train(cfg, out_dir: str | Path, *, init: str | Path, resume: bool = Fal
                                                    weight_decay=st.weight_decay),
                                 lr=st.lr, momentum=st.momentum)
     scaler = make_scaler(rt)
-    start, history, curve = 0, [], []
+    start, history, curve, pseudo_quality = 0, [], [], []
+    # pseudo-labels against the target's hidden labels, accumulated between evaluation steps
+    quality = PseudoLabelQuality(space, cfg.categories) if (
+        st.eval_every and cfg.data.target.has_labels and rt.is_main) else None
     timing = {k: 0.0 for k in TIMING_KEYS}
     timed_steps = 0
     if resume and last.is_file():
@@ -136,6 +144,7 @@ def self_train(cfg, out_dir: str | Path, *, init: str | Path, resume: bool = Fal
         timing = dict(extra.get("timing_sum", timing))
         timed_steps = int(extra.get("timed_steps", 0))
         start = int(state["step"])
+        pseudo_quality = list(extra.get("pseudo_quality", []))
         logger.info("selftrain: resuming at step %d from %s", start, last)
     model = wrap_ddp(net, rt)
     total = st.steps
@@ -156,13 +165,25 @@ def self_train(cfg, out_dir: str | Path, *, init: str | Path, resume: bool = Fal
                 "stage": "selftrain", "config": config_to_dict(cfg), "step": step, "total_steps": total,
                 "model": net.state_dict(), "teacher": teacher.state_dict(),
                 "optimizer": optimizer.state_dict(), "scaler": scaler.state_dict() if scaler is not None else None,
-                "extra": {"prior": prior.state_dict(), "history": history, "curve": curve, "timing_sum": timing,
+                "extra": {"prior": prior.state_dict(), "history": history, "curve": curve,
+                          "pseudo_quality": pseudo_quality, "timing_sum": timing,
                           "timed_steps": timed_steps, "timing": summary(), "init": str(init)}})
         barrier()
 
     def run_eval(step: int) -> None:
         if val is None:
             return
+    def record_quality(step: int) -> None:
+        if quality is None or not quality.batches:
+            return
+        for r in quality.compute():
+            pseudo_quality.append({"step": step, **r})
+            logger.info("selftrain step %d (%s): pseudo-labels of %d target images vs their hidden labels: "
+                        "mIoU %s kept %s PQ_things %s precision %s recall %s", step, r["mode"], r["images"],
+                        *(("n/a" if r[k] is None else f"{r[k]:.3f}")
+                          for k in ("mIoU", "kept", "PQ_things", "precision", "recall")))
+        quality.reset()
+
         for mode in cfg.categories:
             r = evaluate_net(net, val, cfg, device=rt.device, amp=rt.amp, mode=mode)
             curve.append({"step": step, "mode": mode, **{k: r[k] for k in ("PQ", "PQ_dagger", "mIoU", "AP")}})
@@ -258,6 +279,11 @@ def self_train(cfg, out_dir: str | Path, *, init: str | Path, resume: bool = Fal
         if step % st.log_every == 0 or step == total:
             kept = float(valid.float().mean())
             n_inst = sum(int(v.amax(dim=(1, 2)).sum()) for v in pl_inst.values()) / max(1, t_img.shape[0])
+        if quality is not None and "semantic" in tgt:  # the hidden labels: scored, never trained on
+            quality.update(sp.labels, mode_instance_maps(net.groups, pl_inst, t_obj, sp.confidence, cfg.categories),
+                           tgt["semantic"], tgt["instances"])
+            if step % st.eval_every == 0 or step == total:
+                record_quality(step)
             rec = {"step": step, "loss": loss.item(), **{k: v.item() for k, v in losses.items()},
                    "pseudo_kept": kept, "pseudo_instances_per_image": n_inst,
                    "seconds": time.perf_counter() - t0}
