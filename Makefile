@@ -25,10 +25,10 @@ $(VENV)/.torch: $(VENV)/bin/python
 
 $(VENV)/.pst: $(VENV)/.torch pyproject.toml setup.py $(wildcard csrc/*.cpp csrc/*.h csrc/*/*.cpp csrc/*/*.h csrc/*/*.cu)
 	$(PIP) install -q setuptools wheel ninja
+	@echo "Building pst and compiling its C++ ops (pst._C): about 5-10 minutes on 2 cores, silent until done."
 	$(PIP) install -q --no-build-isolation -e ".[cpu]"
 	touch $@
 
-	@echo "Building pst and compiling its C++ ops (pst._C): about 5-10 minutes on 2 cores, silent until done."
 $(VENV)/.test: $(VENV)/.pst
 	$(PIP) install -q --no-build-isolation -e ".[cpu,test]"
 	touch $@

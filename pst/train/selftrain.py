@@ -42,8 +42,8 @@ from pst.train.evaluate import autocast_for, evaluate_net
 from pst.train.model import build_panoptic_net, build_param_groups, set_lr
 from pst.train.objectives import group_mask, instance_terms, supervised_losses
 from pst.train.pseudo import ClassPrior, instance_pseudo_labels, semantic_pseudo_labels
-from pst.train.runtime import make_scaler, setup_runtime
 from pst.train.pseudo_quality import PseudoLabelQuality, mode_instance_maps
+from pst.train.runtime import make_scaler, setup_runtime
 from pst.train.source import _check_finite, _diverged, optimizer_step, wrap_ddp
 
 __all__ = ["self_train", "TIMING_KEYS"]
@@ -141,10 +141,10 @@ def self_train(cfg, out_dir: str | Path, *, init: str | Path, resume: bool = Fal
         extra = state.get("extra", {})
         prior.load_state_dict(extra["prior"])
         history, curve = list(extra.get("history", [])), list(extra.get("curve", []))
+        pseudo_quality = list(extra.get("pseudo_quality", []))
         timing = dict(extra.get("timing_sum", timing))
         timed_steps = int(extra.get("timed_steps", 0))
         start = int(state["step"])
-        pseudo_quality = list(extra.get("pseudo_quality", []))
         logger.info("selftrain: resuming at step %d from %s", start, last)
     model = wrap_ddp(net, rt)
     total = st.steps
@@ -170,9 +170,6 @@ def self_train(cfg, out_dir: str | Path, *, init: str | Path, resume: bool = Fal
                           "timed_steps": timed_steps, "timing": summary(), "init": str(init)}})
         barrier()
 
-    def run_eval(step: int) -> None:
-        if val is None:
-            return
     def record_quality(step: int) -> None:
         if quality is None or not quality.batches:
             return
@@ -184,6 +181,9 @@ def self_train(cfg, out_dir: str | Path, *, init: str | Path, resume: bool = Fal
                           for k in ("mIoU", "kept", "PQ_things", "precision", "recall")))
         quality.reset()
 
+    def run_eval(step: int) -> None:
+        if val is None:
+            return
         for mode in cfg.categories:
             r = evaluate_net(net, val, cfg, device=rt.device, amp=rt.amp, mode=mode)
             curve.append({"step": step, "mode": mode, **{k: r[k] for k in ("PQ", "PQ_dagger", "mIoU", "AP")}})
@@ -276,14 +276,14 @@ def self_train(cfg, out_dir: str | Path, *, init: str | Path, resume: bool = Fal
             timing[k] += v
         timed_steps += 1
         bar.update(1)
-        if step % st.log_every == 0 or step == total:
-            kept = float(valid.float().mean())
-            n_inst = sum(int(v.amax(dim=(1, 2)).sum()) for v in pl_inst.values()) / max(1, t_img.shape[0])
         if quality is not None and "semantic" in tgt:  # the hidden labels: scored, never trained on
             quality.update(sp.labels, mode_instance_maps(net.groups, pl_inst, t_obj, sp.confidence, cfg.categories),
                            tgt["semantic"], tgt["instances"])
             if step % st.eval_every == 0 or step == total:
                 record_quality(step)
+        if step % st.log_every == 0 or step == total:
+            kept = float(valid.float().mean())
+            n_inst = sum(int(v.amax(dim=(1, 2)).sum()) for v in pl_inst.values()) / max(1, t_img.shape[0])
             rec = {"step": step, "loss": loss.item(), **{k: v.item() for k, v in losses.items()},
                    "pseudo_kept": kept, "pseudo_instances_per_image": n_inst,
                    "seconds": time.perf_counter() - t0}
