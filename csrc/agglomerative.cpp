@@ -22,6 +22,10 @@
 // Returns children [M, 2] int64 (the two merged cluster ids, smaller first) and distances [M]
 // float64, M <= N - n_clusters.
 //
+// On CUDA tensors both ops are a host step: the merge is sequential, so the CUDA registration
+// (csrc/cuda/agglomerative_cuda.cpp) copies the inputs to the host, runs the CPU kernel and copies
+// the results back to the inputs' device (this waits for the device).
+//
 // agglomerative_labels(children, n_samples, n_merges) -> labels [n_samples] int64
 //   the flat clustering after the first n_merges merges of `children` (as made by
 //   agglomerative_tree); clusters numbered 0, 1, ... in the order of their first point.

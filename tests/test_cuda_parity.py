@@ -295,15 +295,194 @@ def test_connected_components_adversarial(connectivity):
     assert ops.connected_components(empty, connectivity).shape == (0, 5, 5)
 
 
-# ---------------------------------------------------------------- morph_refine (when ported)
+# ---------------------------------------------------------------- morph_refine
 
+INT_DTYPES = [torch.uint8, torch.int8, torch.int16, torch.int32, torch.int64]
+# (open_radius, close_radius, fill_holes, min_size, largest_component): every step alone, all
+# together, radii beyond the image (clipped to H + W, as on the CPU), and nothing at all
+MORPH_ARGS = [(1, 0, False, 0, False), (0, 2, False, 0, False), (0, 0, True, 0, False), (0, 0, False, 6, False),
+              (0, 0, False, 0, True), (1, 1, True, 5, True), (3, 2, True, 20, False), (0, 40, False, 0, False),
+              (25, 0, False, 0, False), (2, 3, True, 0, True), (0, 0, False, 0, False)]
+
+
+def _instance_maps(rng: np.random.Generator, b: int, h: int, w: int, dtype: torch.dtype) -> torch.Tensor:
+    """[b, h, w] maps of several kinds: salt-and-pepper ids, blob instances (components of smoothed
+    noise) with scattered id values up to the dtype's maximum, and overlapping rectangles."""
+    top = int(torch.iinfo(dtype).max)
+    out = np.zeros((b, h, w), np.int64)
+    for i in range(b):
+        kind = i % 3
+        if kind == 0:
+            out[i] = rng.integers(0, 6, size=(h, w))
+        elif kind == 1:
+            noise = torch.tensor(rng.standard_normal((1, 1, max(1, h // 6), max(1, w // 6))), dtype=torch.float32)
+            up = torch.nn.functional.interpolate(noise, size=(h, w), mode="bilinear", align_corners=False)[0]
+            lab = ops.connected_components(up > 0.2, 8)[0].numpy().astype(np.int64)
+            ids = np.concatenate([[0], rng.integers(1, top, size=lab.max(), endpoint=True)])  # repeats: one instance
+            if lab.max() > 0:
+                ids[-1] = top  # the largest id the dtype holds
+            out[i] = ids[lab]
+        else:
+            for _ in range(8):
+                y, x = rng.integers(0, h), rng.integers(0, w)
+                out[i, y:y + rng.integers(1, h // 2 + 2), x:x + rng.integers(1, w // 2 + 2)] = rng.integers(1, 5)
+            out[i][rng.uniform(size=(h, w)) < 0.05] = 0  # holes
+    return torch.tensor(out).to(dtype)
+
+
+@pytest.mark.parametrize("dtype", INT_DTYPES)
 @pytest.mark.parametrize("disk", [False, True])
-def test_morph_refine(disk):
+@pytest.mark.parametrize("connectivity", [4, 8])
+def test_morph_refine(disk, connectivity, dtype):
     _needs("morph_refine")
-    rng = np.random.default_rng(1)
-    inst = torch.tensor(rng.integers(0, 6, size=(2, 61, 83)), dtype=torch.int32)
-    for args in [(1, 0, False, 0, False), (0, 2, False, 0, False), (0, 0, True, 0, False), (1, 1, True, 5, True)]:
-        o, c, fill, min_size, largest = args
-        ref = ops.morph_refine(inst, o, c, disk, fill, min_size, largest, 8)
-        got = ops.morph_refine(inst.cuda(), o, c, disk, fill, min_size, largest, 8)
+    rng = np.random.default_rng(INT_DTYPES.index(dtype) * 4 + 2 * disk + (connectivity == 8))
+    inst = _instance_maps(rng, 3, 61, 83, dtype)
+    x = inst.cuda()
+    for o, c, fill, min_size, largest in MORPH_ARGS:
+        ref = ops.morph_refine(inst, o, c, disk, fill, min_size, largest, connectivity)
+        got = ops.morph_refine(x, o, c, disk, fill, min_size, largest, connectivity)
+        assert got.dtype == dtype and got.is_cuda
+        assert torch.equal(got.cpu(), ref), (o, c, fill, min_size, largest)
+
+
+@pytest.mark.parametrize("shape", [(1, 1, 1), (2, 1, 77), (2, 77, 1), (1, 2, 2), (1, 129, 257)])
+def test_morph_refine_shapes(shape):
+    _needs("morph_refine")
+    rng = np.random.default_rng(sum(shape))
+    inst = torch.tensor(rng.integers(0, 3, size=shape), dtype=torch.int64)
+    full = torch.full(shape, 7, dtype=torch.int64)  # one instance covering every image
+    for m in (inst, full, torch.zeros(shape, dtype=torch.int64)):
+        for disk in (False, True):
+            for args in [(1, 1, True, 3, True), (2, 0, False, 0, False), (0, 3, True, 0, False)]:
+                o, c, fill, min_size, largest = args
+                ref = ops.morph_refine(m, o, c, disk, fill, min_size, largest, 8)
+                got = ops.morph_refine(m.cuda(), o, c, disk, fill, min_size, largest, 8)
+                assert torch.equal(got.cpu(), ref), (shape, disk, args)
+    empty = torch.zeros(0, 4, 5, dtype=torch.int32).cuda()
+    assert ops.morph_refine(empty, 1, 1, True, True, 1, True, 8).shape == (0, 4, 5)
+
+
+def test_morph_refine_non_contiguous_and_errors():
+    _needs("morph_refine")
+    inst = torch.tensor(np.random.default_rng(5).integers(0, 4, size=(2, 40, 30)), dtype=torch.int32)
+    t = inst.transpose(1, 2)
+    got = ops.morph_refine(t.cuda(), 1, 1, False, True, 2, False, 8)
+    assert torch.equal(got.cpu(), ops.morph_refine(t, 1, 1, False, True, 2, False, 8))
+    with pytest.raises(ValueError, match="connectivity should be 4 or 8"):
+        ops.morph_refine(inst.cuda(), 1, 0, False, False, 0, False, 6)
+    with pytest.raises(TypeError, match="integer tensor"):
+        ops.morph_refine(inst.float().cuda(), 1, 0, False, False, 0, False, 8)
+    # (negative ids are a device-side assert on CUDA, which would end this process's CUDA context:
+    # not tested here)
+
+
+def test_refine_does_not_wait_for_the_device():
+    _needs("morph_refine")
+    from pst.morph import refine  # noqa: PLC0415
+
+    inst = _instance_maps(np.random.default_rng(0), 2, 64, 96, torch.int64).cuda()
+    torch.cuda.synchronize()
+    torch.cuda.set_sync_debug_mode("error")
+    try:
+        out = refine(inst, open_radius=1, close_radius=2, shape="disk", fill_holes=True, min_size=5,
+                     largest_component=True)
+        refine(inst, open_radius=1)
+    finally:
+        torch.cuda.set_sync_debug_mode("default")
+    ref = refine(inst.cpu(), open_radius=1, close_radius=2, shape="disk", fill_holes=True, min_size=5,
+                 largest_component=True)
+    assert torch.equal(out.cpu(), ref)
+
+
+# ---------------------------------------------------------------- agglomerative (a host step)
+
+@pytest.mark.parametrize("linkage", ["ward", "average", "complete", "single"])
+def test_agglomerative_ops(linkage):
+    _needs("agglomerative_tree")
+    rng = np.random.default_rng(0)
+    x = torch.tensor(_blobs(300, 4, 5, rng, spread=0.3))
+    _, idx = ops.knn_graph(x, 8)
+    rowptr, col = torch.arange(0, 300 * 8 + 1, 8), idx.reshape(-1).contiguous()
+    for stop in (1, 5):
+        ref = ops.agglomerative_tree(x, rowptr, col, linkage, stop)
+        got = ops.agglomerative_tree(*_cuda(x, rowptr, col), linkage, stop)
+        assert got[0].is_cuda and got[1].is_cuda
+        assert torch.equal(got[0].cpu(), ref[0]) and torch.equal(got[1].cpu(), ref[1])
+        lab = ops.agglomerative_labels(got[0], 300, got[0].shape[0])
+        assert lab.is_cuda
+        assert torch.equal(lab.cpu(), ops.agglomerative_labels(ref[0], 300, ref[0].shape[0]))
+    with pytest.raises(RuntimeError, match="linkage should be one of"):
+        ops.agglomerative_tree(*_cuda(x, rowptr, col), "median", 1)
+    with pytest.raises(RuntimeError, match="same device"):
+        ops.agglomerative_tree(x.cuda(), rowptr, col.cuda(), linkage, 1)
+
+
+def test_agglomerative_on_cuda_tensors():
+    _needs("agglomerative_tree")
+    from pst.cluster import agglomerative  # noqa: PLC0415
+
+    x = torch.tensor(_blobs(500, 8, 6, np.random.default_rng(1), spread=0.2))
+    for kw in (dict(n_clusters=6, linkage="ward"), dict(n_clusters=None, distance_threshold=1.0, linkage="average")):
+        ref = agglomerative(x, knn_backend="pst", **kw)
+        got = agglomerative(x.cuda(), knn_backend="pst", **kw)
+        assert got.is_cuda
         assert torch.equal(got.cpu(), ref)
+
+
+# ---------------------------------------------------------------- trusted inputs (no host copies)
+
+def test_trusted_inputs_skip_only_the_value_checks():
+    _needs("mean_shift")
+    from pst._trusted import trusted_inputs  # noqa: PLC0415
+
+    rng = np.random.default_rng(3)
+    x = torch.tensor(_blobs(500, 3, 4, rng, spread=0.1))
+    off = _segments(500, 4, rng)
+    seeds = x[::13].contiguous()
+    seg = torch.tensor(rng.integers(0, 4, size=seeds.shape[0]))
+    ref = ops.mean_shift(*_cuda(x, off, seeds, seg), 0.8, 100, 1e-4)
+    with trusted_inputs():
+        got = ops.mean_shift(*_cuda(x, off, seeds, seg), 0.8, 100, 1e-4)
+        with pytest.raises(RuntimeError, match="same device"):  # still checked
+            ops.mean_shift(x.cuda(), off, seeds.cuda(), seg.cuda(), 0.8, 100, 1e-4)
+    for a, b in zip(got, ref):
+        assert torch.equal(a, b)
+    with pytest.raises(RuntimeError, match=r"offsets\[-1\] should equal the number of points"):  # checked again
+        ops.mean_shift(*_cuda(x, torch.tensor([0, 7]), seeds, torch.zeros_like(seg)), 0.8, 100, 1e-4)
+
+
+def _syncs(fn) -> int:
+    """How many times fn() made the host wait for the device (torch's sync debug mode)."""
+    import warnings  # noqa: PLC0415
+
+    torch.cuda.synchronize()
+    torch.cuda.set_sync_debug_mode("warn")
+    try:
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            fn()
+    finally:
+        torch.cuda.set_sync_debug_mode("default")
+    return sum("synchronizing" in str(w.message) for w in caught)
+
+
+def test_mean_shift_ops_do_not_wait_for_the_device():
+    _needs("mean_shift")
+    from pst._trusted import trusted_inputs  # noqa: PLC0415
+
+    rng = np.random.default_rng(4)
+    x, off = torch.tensor(_blobs(2000, 8, 6, rng, spread=0.1), dtype=torch.float32).cuda(), _segments(2000, 5, rng)
+    seeds = x[::50].contiguous()
+    seg = torch.tensor(rng.integers(0, 5, size=seeds.shape[0])).cuda()
+    off = off.cuda()
+    w = torch.rand(2000, dtype=torch.float64).cuda()
+    xy = torch.rand(2000, 2, dtype=torch.float64).cuda()
+
+    def run():
+        with trusted_inputs():
+            ops.sample_anchors(w, xy, off, 8, 0.0, 0)
+            modes, counts, _ = ops.mean_shift(x, off, seeds, seg, 1.0, 50, 1e-3)
+            ops.merge_modes(modes, counts.double(), seg, 1.0)
+            ops.nearest_center(x, off, modes, _offsets([seeds.shape[0]] + [0] * 4).cuda())
+
+    assert _syncs(run) == 0

@@ -23,34 +23,6 @@
 namespace pst::gpu {
 namespace {
 
-__device__ __forceinline__ int32_t find_root(const int32_t* p, int32_t i) {
-  int32_t r = p[i];
-  while (r != i) {
-    i = r;
-    r = p[i];
-  }
-  return r;
-}
-
-__device__ __forceinline__ void unite(int32_t* p, int32_t a, int32_t b) {
-  bool done = false;
-  while (!done) {
-    a = find_root(p, a);
-    b = find_root(p, b);
-    if (a < b) {
-      const int32_t old = atomicMin(p + b, a);
-      done = old == b;
-      b = old;
-    } else if (b < a) {
-      const int32_t old = atomicMin(p + a, b);
-      done = old == a;
-      a = old;
-    } else {
-      done = true;
-    }
-  }
-}
-
 // ---- 4-connectivity: nodes are pixels (index y * w + x inside the image) ----
 
 __global__ void px_init(const uint8_t* __restrict__ m, int64_t total, int64_t hw, int32_t* __restrict__ p) {

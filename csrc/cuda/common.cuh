@@ -44,4 +44,35 @@ __device__ __forceinline__ double add_sqdiff(double acc, double a, double b) {
   return __dadd_rn(acc, __dmul_rn(diff, diff));
 }
 
+// Union-find with atomicMin linking (Playne and Hawick): the larger root goes below the smaller,
+// so every root is the smallest index of its set. Reads go to L2 (__ldcg), where the atomics land,
+// so that a block never follows a stale parent out of its own L1.
+__device__ __forceinline__ int32_t find_root(const int32_t* p, int32_t i) {
+  int32_t r = __ldcg(p + i);
+  while (r != i) {
+    i = r;
+    r = __ldcg(p + i);
+  }
+  return r;
+}
+
+__device__ __forceinline__ void unite(int32_t* p, int32_t a, int32_t b) {
+  bool done = false;
+  while (!done) {
+    a = find_root(p, a);
+    b = find_root(p, b);
+    if (a < b) {
+      const int32_t old = atomicMin(p + b, a);
+      done = old == b;
+      b = old;
+    } else if (b < a) {
+      const int32_t old = atomicMin(p + a, b);
+      done = old == a;
+      a = old;
+    } else {
+      done = true;
+    }
+  }
+}
+
 }  // namespace pst::gpu

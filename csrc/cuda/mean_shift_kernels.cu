@@ -1,8 +1,10 @@
 // CUDA kernels of mean_shift (flat kernel, per seed, within its segment).
 //
 // Layout: the seeds are grouped by segment, kWarps seeds of one segment per thread block,
-// one warp per seed. All warps of a block iterate in lock step (a warp whose seed has
-// converged idles): per iteration the block streams its segment's points through shared
+// one warp per seed. The groups are described on the device (the seeds' order by segment and
+// per-segment prefix sums, made by the caller without waiting for the device); the grid has an
+// upper bound of blocks, and a block past the last group returns at once. All warps of a block
+// iterate in lock step (a warp whose seed has converged idles): per iteration the block streams its segment's points through shared
 // memory in tiles (column-major, so lanes read consecutive words), and every active warp
 // scans the tile for its seed, a point per lane. Lane sums are reduced with a butterfly, so
 // all lanes hold the same new mean.
@@ -14,27 +16,31 @@
 // ball's border.
 #include "cuda/mean_shift_kernels.h"
 
-#include <vector>
-
 #include "cuda/common.cuh"
 
 namespace pst::gpu {
 namespace {
 
-constexpr int kWarps = 4;  // seeds per block
+constexpr int kWarps = static_cast<int>(kMeanShiftSeedsPerBlock);  // seeds per block
 constexpr int kSmallDim = 16;  // d <= this: mean and lane sums in registers
 
 template <typename T, int DMAX>
 __global__ void __launch_bounds__(kWarps * 32)
-    mean_shift_kernel(const T* __restrict__ x, const int64_t* __restrict__ groups, const int64_t* __restrict__ order,
+    mean_shift_kernel(const T* __restrict__ x, const int64_t* __restrict__ offsets, const int64_t* __restrict__ order,
+                      const int64_t* __restrict__ seg_start, const int64_t* __restrict__ group_start, int64_t g,
                       const T* __restrict__ seeds, int64_t d, double r2, int64_t max_iter, double tol, int tile,
                       double* __restrict__ scratch, T* __restrict__ modes, int64_t* __restrict__ counts,
                       int64_t* __restrict__ iters) {
   extern __shared__ __align__(16) unsigned char smem_raw[];
   T* tp = reinterpret_cast<T*>(smem_raw);  // [d][tile]
   const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
-  const int64_t* grp = groups + 4 * blockIdx.x;
-  const int64_t b = grp[0], e = grp[1], first = grp[2], nseeds = grp[3];
+  const int64_t bid = blockIdx.x;
+  if (bid >= group_start[g]) return;  // past the last group (the whole block)
+  const int64_t k = segment_of(group_start, g, bid);
+  const int64_t first = seg_start[k] + (bid - group_start[k]) * kWarps;
+  const int64_t left = seg_start[k + 1] - first;
+  const int64_t nseeds = left < kWarps ? left : kWarps;
+  const int64_t b = offsets[k], e = offsets[k + 1];
   const bool has_seed = warp < nseeds;
   const int64_t sid = has_seed ? order[first + warp] : 0;
 
@@ -155,31 +161,13 @@ __global__ void __launch_bounds__(kWarps * 32)
 
 template <typename T>
 cudaError_t launch(const T* points, const int64_t* off, int64_t n, int64_t d, int64_t g, const T* seeds,
-                   const int64_t* seg, int64_t s, double bandwidth, int64_t max_iter, double tol, T* modes,
-                   int64_t* counts, int64_t* n_iter, Workspace& ws, cudaStream_t stream) {
+                   const int64_t* order, const int64_t* seg_start, const int64_t* group_start, int64_t max_groups,
+                   int64_t s, double bandwidth, int64_t max_iter, double tol, T* modes, int64_t* counts,
+                   int64_t* n_iter, Workspace& ws, cudaStream_t stream) {
   (void)n;
-  if (s == 0) return cudaSuccess;
-  if (d < 0 || d > kMeanShiftMaxDim) return cudaErrorInvalidValue;
-  // seeds by segment (stable), then groups of kWarps seeds of one segment
-  std::vector<int64_t> start(g + 1, 0);
-  for (int64_t i = 0; i < s; ++i) ++start[seg[i] + 1];
-  for (int64_t k = 0; k < g; ++k) start[k + 1] += start[k];
-  std::vector<int64_t> order(s), fill(start.begin(), start.end() - 1);
-  for (int64_t i = 0; i < s; ++i) order[fill[seg[i]]++] = i;
-  std::vector<int64_t> groups;
-  for (int64_t k = 0; k < g; ++k)
-    for (int64_t f = start[k]; f < start[k + 1]; f += kWarps) {
-      const int64_t m = start[k + 1] - f < kWarps ? start[k + 1] - f : kWarps;
-      groups.insert(groups.end(), {off[k], off[k + 1], f, m});
-    }
-  const int64_t ng = static_cast<int64_t>(groups.size()) / 4;
-  int64_t* d_groups = ws.alloc<int64_t>(groups.size());
-  int64_t* d_order = ws.alloc<int64_t>(s);
-  PST_CUDA_TRY(cudaMemcpyAsync(d_groups, groups.data(), groups.size() * sizeof(int64_t), cudaMemcpyHostToDevice,
-                               stream));
-  PST_CUDA_TRY(cudaMemcpyAsync(d_order, order.data(), s * sizeof(int64_t), cudaMemcpyHostToDevice, stream));
-  // pageable copies are staged before cudaMemcpyAsync returns, so the vectors may go now
-
+  if (s == 0 || g == 0 || max_groups == 0) return cudaSuccess;
+  if (d < 0 || d > kMeanShiftMaxDim || max_groups > 0x7fffffff) return cudaErrorInvalidValue;
+  const int64_t ng = max_groups;
   const int64_t row_bytes = (d > 0 ? d : 1) * static_cast<int64_t>(sizeof(T));
   int64_t tile = 32768 / row_bytes;
   if (tile >= 64) tile = tile / 32 * 32;
@@ -192,7 +180,8 @@ cudaError_t launch(const T* points, const int64_t* off, int64_t n, int64_t d, in
   const int itile = static_cast<int>(tile);
 #define PST_MS_LAUNCH(DM)                                                                                   \
   mean_shift_kernel<T, DM><<<static_cast<unsigned>(ng), kWarps * 32, smem, stream>>>(                        \
-      points, d_groups, d_order, seeds, d, r2, max_iter, tol, itile, scratch, modes, counts, n_iter)
+      points, off, order, seg_start, group_start, g, seeds, d, r2, max_iter, tol, itile, scratch, modes, counts,  \
+      n_iter)
   if (d <= 4)
     PST_MS_LAUNCH(4);
   else if (d <= 8)
@@ -207,20 +196,22 @@ cudaError_t launch(const T* points, const int64_t* off, int64_t n, int64_t d, in
 
 }  // namespace
 
-cudaError_t launch_mean_shift(const float* points, const int64_t* offsets_host, int64_t n, int64_t d, int64_t g,
-                              const float* seeds, const int64_t* seed_segment_host, int64_t s, double bandwidth,
+cudaError_t launch_mean_shift(const float* points, const int64_t* offsets, int64_t n, int64_t d, int64_t g,
+                              const float* seeds, const int64_t* order, const int64_t* seg_start,
+                              const int64_t* group_start, int64_t max_groups, int64_t s, double bandwidth,
                               int64_t max_iter, double tol, float* modes, int64_t* counts, int64_t* n_iter,
                               Workspace& ws, cudaStream_t stream) {
-  return launch<float>(points, offsets_host, n, d, g, seeds, seed_segment_host, s, bandwidth, max_iter, tol, modes,
-                       counts, n_iter, ws, stream);
+  return launch<float>(points, offsets, n, d, g, seeds, order, seg_start, group_start, max_groups, s, bandwidth,
+                       max_iter, tol, modes, counts, n_iter, ws, stream);
 }
 
-cudaError_t launch_mean_shift(const double* points, const int64_t* offsets_host, int64_t n, int64_t d, int64_t g,
-                              const double* seeds, const int64_t* seed_segment_host, int64_t s, double bandwidth,
+cudaError_t launch_mean_shift(const double* points, const int64_t* offsets, int64_t n, int64_t d, int64_t g,
+                              const double* seeds, const int64_t* order, const int64_t* seg_start,
+                              const int64_t* group_start, int64_t max_groups, int64_t s, double bandwidth,
                               int64_t max_iter, double tol, double* modes, int64_t* counts, int64_t* n_iter,
                               Workspace& ws, cudaStream_t stream) {
-  return launch<double>(points, offsets_host, n, d, g, seeds, seed_segment_host, s, bandwidth, max_iter, tol, modes,
-                        counts, n_iter, ws, stream);
+  return launch<double>(points, offsets, n, d, g, seeds, order, seg_start, group_start, max_groups, s, bandwidth,
+                       max_iter, tol, modes, counts, n_iter, ws, stream);
 }
 
 }  // namespace pst::gpu

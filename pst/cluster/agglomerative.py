@@ -310,6 +310,11 @@ def agglomerative(
 
     Returns:
         labels [n] int64 on X's device, clusters numbered 0..K-1 in the order of their first point.
+
+    On a CUDA X, the kNN graph is computed on the device (``knn_backend="auto"`` or ``"pst"``);
+    completing a disconnected graph and the merging itself are a host step (the merge is
+    sequential): the ops ``agglomerative_tree`` / ``agglomerative_labels`` are registered for
+    CUDA tensors too, and copy them to the host and the results back.
     """
     tree, x = _agglomerative_tree(X, n_clusters=n_clusters, distance_threshold=distance_threshold,
                                   linkage=linkage, connectivity=connectivity, n_neighbors=n_neighbors,

@@ -13,6 +13,7 @@ from typing import Any, Sequence
 import torch
 
 from pst._ops import ops
+from pst._trusted import trusted_inputs
 from pst.cluster._validation import as_tensor, check_bandwidth, check_scalar, offsets_from_counts
 
 log = logging.getLogger(__name__)
@@ -176,13 +177,17 @@ def cluster_instances(
     if not bool(torch.isfinite(feats).all()):
         raise ValueError("embeddings contain NaN or infinity inside the thing masks")
 
+    # offsets, seed segments and anchor weights are built here and checked once (above and in
+    # _mean_shift_segments): the CUDA ops need not copy them to the host to check them again
     if method == "meanshift":
-        labels, n_modes = _mean_shift_segments(feats, offsets, pix, obj, h, w, bandwidth=bandwidth,
-                                               n_anchors=n_anchors, anchor_min_distance=anchor_min_distance,
-                                               max_iter=max_iter, seed=seed, merge_distance=merge_distance)
+        with trusted_inputs():
+            labels, n_modes = _mean_shift_segments(feats, offsets, pix, obj, h, w, bandwidth=bandwidth,
+                                                   n_anchors=n_anchors, anchor_min_distance=anchor_min_distance,
+                                                   max_iter=max_iter, seed=seed, merge_distance=merge_distance)
     elif method == "meanshift++":
-        labels, n_modes = _grid_segments(feats, offsets, bandwidth=bandwidth, max_iter=max_iter,
-                                         merge_distance=merge_distance)
+        with trusted_inputs():
+            labels, n_modes = _grid_segments(feats, offsets, bandwidth=bandwidth, max_iter=max_iter,
+                                             merge_distance=merge_distance)
     else:
         labels, n_modes = _agglomerative_segments(feats, offsets, threshold=merge_distance or 2 * bandwidth,
                                                   linkage=linkage)
