@@ -2,6 +2,7 @@
 #   make demo    venv + torch (CPU) + pst, then the self-training demo on the toy scenes
 #   make test    the same set-up plus test extras, the CMake op library, then the test suite
 #   make bench   the clustering and morphology benchmarks against scikit-learn / OpenCV / scipy
+#   make sanitize  the op library under AddressSanitizer + UBSan, then the op tests and the fuzz tests on it
 PYTHON  ?= python3
 VENV    ?= .venv
 PY      := $(VENV)/bin/python
@@ -10,8 +11,10 @@ TORCH   ?= torch==2.13.0
 OUT     ?= runs/demo
 PYTEST_ARGS ?=
 CMAKE_BUILD := build/cmake
+SAN_BUILD   := build/sanitize
+FUZZ        ?= fast
 
-.PHONY: demo test bench setup setup-test build cmake-lib cuda-check clean
+.PHONY: demo test bench setup setup-test build cmake-lib cuda-check sanitize clean
 
 $(VENV)/bin/python:
 	$(PYTHON) -m venv $(VENV)
@@ -57,6 +60,24 @@ cuda-check:
 
 test: setup-test cmake-lib
 	PST_CMAKE_LIB=$(CURDIR)/$(CMAKE_BUILD)/libpst_ops.so $(PY) -m pytest $(PYTEST_ARGS)
+
+# The op library again, built with -fsanitize=address,undefined into $(SAN_BUILD) (pst/_C*.so is
+# left alone). pst loads it instead of pst._C when PST_OPS_LIB names it; python itself is not
+# instrumented, so libasan is preloaded, and its leak report (python's own) is off. Any ASan or
+# UBSan report aborts the run. FUZZ=long runs the long fuzz profile.
+SAN_FLAGS := -fsanitize=address,undefined,float-cast-overflow -fno-omit-frame-pointer -fno-sanitize-recover=all
+sanitize: setup-test
+	mkdir -p $(SAN_BUILD)
+	cmake -S . -B $(SAN_BUILD) -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo -DCMAKE_CXX_FLAGS="$(SAN_FLAGS)" \
+	  -DCMAKE_SHARED_LINKER_FLAGS="$(SAN_FLAGS)" \
+	  -DCMAKE_PREFIX_PATH="$$($(PY) -c 'import torch; print(torch.utils.cmake_prefix_path)')" > $(SAN_BUILD).log 2>&1 \
+	  || (cat $(SAN_BUILD).log; exit 1)
+	cmake --build $(SAN_BUILD)
+	LD_PRELOAD="$$($(CXX) -print-file-name=libasan.so) $$($(CXX) -print-file-name=libubsan.so)" \
+	  ASAN_OPTIONS=detect_leaks=0:abort_on_error=1:allocator_may_return_null=1 UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
+	  PST_OPS_LIB=$(CURDIR)/$(SAN_BUILD)/libpst_ops.so PST_FUZZ=$(FUZZ) \
+	  $(PY) -m pytest -p no:cacheprovider tests/test_fuzz_ops.py tests/test_cluster.py tests/test_agglomerative.py \
+	    tests/test_instances.py tests/test_morph.py $(PYTEST_ARGS)
 
 bench: setup-test
 	$(PY) benchmarks/bench_cluster.py

@@ -32,6 +32,10 @@ inline void check_positive_finite(double v, const char* name) {
   TORCH_CHECK(std::isfinite(v) && v > 0, name, " should be a finite number > 0, got ", v);
 }
 
+// Every value of a float32/float64 CPU tensor is finite (no NaN, no +-Inf); the error names the
+// first one that is not, by its index. One vectorisable pass over the values.
+void check_finite_cpu(const at::Tensor& t, const char* name);
+
 // offsets: int64 [G+1], offsets[0] == 0, non-decreasing, offsets[G] == n. CPU tensors only
 // (the CUDA wrappers check the shape here and the values in Python).
 void check_offsets_cpu(const at::Tensor& offsets, int64_t n, const char* name, const char* of);

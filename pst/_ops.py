@@ -1,7 +1,8 @@
 """Loading of the compiled op library and the fake (meta) kernels of its ops.
 
 Importing this module loads ``pst._C``, whose static initialisers register every op
-with PyTorch's dispatcher as ``torch.ops.pst.<name>``. Kernels exist per device key
+with PyTorch's dispatcher as ``torch.ops.pst.<name>``; when ``PST_OPS_LIB`` names another
+build of the op library (``make sanitize``'s), that one is loaded instead. Kernels exist per device key
 (CPU always, CUDA when the extension was built with the CUDA toolkit); calling an op
 on a device without a kernel raises PyTorch's own "Could not run ... with arguments
 from the 'CUDA' backend" error.
@@ -9,16 +10,24 @@ from the 'CUDA' backend" error.
 
 from __future__ import annotations
 
+import ctypes
+import os
+
 import torch
 
-try:
-    from pst import _C  # registers torch.ops.pst.*
-except ImportError as exc:  # pragma: no cover - only without a build
-    raise ImportError(
-        "pst's compiled ops (pst._C) are not built. Install with "
-        "`pip install --no-build-isolation .` (or `-e .` for development). "
-        f"Original error: {exc}"
-    ) from exc
+_LIB = os.environ.get("PST_OPS_LIB")  # another build of the ops (the sanitizer build), instead of pst._C
+if _LIB:
+    torch.ops.load_library(_LIB)
+    _C = None
+else:
+    try:
+        from pst import _C  # registers torch.ops.pst.*
+    except ImportError as exc:  # pragma: no cover - only without a build
+        raise ImportError(
+            "pst's compiled ops (pst._C) are not built. Install with "
+            "`pip install --no-build-isolation .` (or `-e .` for development). "
+            f"Original error: {exc}"
+        ) from exc
 
 ops = torch.ops.pst
 
@@ -31,7 +40,11 @@ def has_kernel(op: str, dispatch_key: str) -> bool:
 def cpu_isa() -> str:
     """The vector instruction set of the CPU kernels' inner loops on this machine: "avx512",
     "avx2" or "baseline" (picked at load time; cap it with ``PST_CPU_ISA=avx2|baseline``)."""
-    return _C.cpu_isa()
+    if _C is not None:
+        return _C.cpu_isa()
+    fn = ctypes.CDLL(_LIB).pst_cpu_isa
+    fn.restype = ctypes.c_char_p
+    return fn().decode()
 
 
 def has_cuda() -> bool:

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import math
 import types
 import typing
 from dataclasses import dataclass, field
@@ -348,6 +349,13 @@ def _type_name(tp) -> str:
     return getattr(tp, "__name__", str(tp))
 
 
+def _finite(value: float, key: str) -> float:
+    """No setting of the config means anything as NaN or infinity: refuse them by name."""
+    if not math.isfinite(value):
+        raise ValueError(f"{key} should be a finite number, got {value!r}")
+    return value
+
+
 def _convert(value: Any, tp, key: str) -> Any:
     """``value`` (from YAML) as type ``tp``, or TypeError naming ``key``."""
     origin = typing.get_origin(tp)
@@ -363,6 +371,9 @@ def _convert(value: Any, tp, key: str) -> Any:
                 return _convert(value, a, key)
             except (TypeError, ValueError) as exc:
                 errors.append(exc)
+        for exc in errors:  # the right type but a bad value (NaN, inf): say that, not the type
+            if isinstance(exc, ValueError) and "finite" in str(exc):
+                raise exc
         raise TypeError(f"{key} should be {_type_name(tp)}, got {value!r} ({type(value).__name__})")
     if origin is Literal:
         choices = typing.get_args(tp)
@@ -393,11 +404,12 @@ def _convert(value: Any, tp, key: str) -> Any:
             # YAML 1.1 reads "1e-3" as a string; accept numeric strings for floats
             if isinstance(value, str):
                 try:
-                    return float(value)
-                except ValueError:
-                    pass
+                    return _finite(float(value), key)
+                except ValueError as exc:
+                    if "finite" in str(exc):
+                        raise
             raise TypeError(f"{key} should be float, got {value!r} ({type(value).__name__})")
-        return float(value)
+        return _finite(float(value), key)
     if tp is str:
         if not isinstance(value, str):
             raise TypeError(f"{key} should be str, got {value!r} ({type(value).__name__})")

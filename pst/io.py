@@ -3,7 +3,8 @@
 Every writer goes to a temporary file in the destination folder, flushes and fsyncs
 it, then renames it over the destination (``os.replace`` is atomic on POSIX and
 Windows when both paths are on one file system). A crash leaves either the old file
-or the new one, plus at worst a stray ``.tmp-*`` file that the next write ignores.
+or the new one, plus at worst a stray ``.tmp-<name>.<random>`` file, which
+:func:`remove_stale_temps` deletes when the next run starts or resumes in that folder.
 """
 
 from __future__ import annotations
@@ -11,7 +12,9 @@ from __future__ import annotations
 import contextlib
 import io
 import json
+import logging
 import os
+import re
 import tempfile
 from pathlib import Path
 from typing import IO, Any, Iterator
@@ -26,7 +29,14 @@ __all__ = [
     "save_png",
     "torch_save",
     "read_png",
+    "remove_stale_temps",
 ]
+
+logger = logging.getLogger(__name__)
+
+# the names atomic_open's temporary files get: ".tmp-" + final name + "." + mkstemp's 8 characters
+_TEMP_PREFIX = ".tmp-"
+_TEMP_NAME = re.compile(r"\.tmp-.+\.[A-Za-z0-9_]{8}")
 
 
 @contextlib.contextmanager
@@ -36,7 +46,7 @@ def atomic_open(path: str | os.PathLike, mode: str = "wb") -> Iterator[IO]:
         raise ValueError(f"atomic_open supports mode 'w' or 'wb', got {mode!r}")
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".tmp-{path.name}.", dir=path.parent)
+    fd, tmp = tempfile.mkstemp(prefix=f"{_TEMP_PREFIX}{path.name}.", dir=path.parent)
     try:
         with os.fdopen(fd, mode) as f:
             yield f
@@ -47,6 +57,32 @@ def atomic_open(path: str | os.PathLike, mode: str = "wb") -> Iterator[IO]:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
         raise
+
+
+def remove_stale_temps(folder: str | os.PathLike, *, recursive: bool = True) -> list[Path]:
+    """Delete the temporary files that :func:`atomic_open` left in ``folder`` (and below it)
+    when a writer was killed: only names of its own pattern, ``.tmp-<name>.<8 characters>``.
+
+    Call it when a run starts or resumes in ``folder``, before anything writes there (a writer
+    running at the same time in that folder would lose its file). Returns the removed paths.
+    """
+    folder = Path(folder)
+    if not folder.is_dir():
+        return []
+    walk = os.walk(folder) if recursive else [(str(folder), [], os.listdir(folder))]
+    removed = []
+    for root, _, files in walk:
+        for name in files:
+            if name.startswith(_TEMP_PREFIX) and _TEMP_NAME.fullmatch(name):
+                p = Path(root) / name
+                with contextlib.suppress(FileNotFoundError):
+                    p.unlink()
+                    removed.append(p)
+    if removed:
+        logger.info("removed %d stale temporary file(s) of an interrupted write under %s: %s", len(removed),
+                    folder, ", ".join(str(p.relative_to(folder)) for p in removed[:10])
+                    + (" ..." if len(removed) > 10 else ""))
+    return removed
 
 
 def write_bytes(path: str | os.PathLike, data: bytes) -> None:

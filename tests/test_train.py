@@ -301,7 +301,7 @@ def test_gap_closed_and_colorize():
 def test_checkpoint_round_trip_and_errors(tmp_path):
     p = tmp_path / "a" / "source.pt"
     save_checkpoint(p, {"stage": "source", "step": 3, "model": {"w": torch.ones(2)}})
-    s = load_checkpoint(p)
+    s = load_checkpoint(p, require=("model",))
     assert s["step"] == 3 and torch.equal(s["model"]["w"], torch.ones(2))
     assert not list(p.parent.glob(".tmp-*"))  # nothing half-written left behind
     assert find_checkpoints(tmp_path / "a") == {"source": p}

@@ -218,6 +218,7 @@ std::tuple<at::Tensor, at::Tensor> agglomerative_tree_cpu(const at::Tensor& x, c
   TORCH_CHECK(n_clusters >= 1 && n_clusters <= std::max<int64_t>(n, 1), "n_clusters should be in [1, N = ", n,
               "], got ", n_clusters);
   const Linkage linkage = parse_linkage(std::string(linkage_name));
+  check_finite_cpu(x, "x");
 
   auto xd = x.to(at::kDouble).contiguous();
   auto rp = rowptr.contiguous();
@@ -259,6 +260,10 @@ at::Tensor agglomerative_labels_cpu(const at::Tensor& children, int64_t n_sample
   TORCH_CHECK(n_samples >= 0, "n_samples should be >= 0, got ", n_samples);
   TORCH_CHECK(n_merges >= 0 && n_merges <= children.size(0), "n_merges should be in [0, M = ", children.size(0),
               "], got ", n_merges);
+  TORCH_CHECK(n_merges <= std::max<int64_t>(n_samples - 1, 0), "n_merges should be at most n_samples - 1 = ",
+              n_samples - 1, " (each merge joins two of the n_samples points' clusters), got ", n_merges);
+  // the output first: an n_samples too large for memory fails here, with torch's allocator error
+  auto labels = at::empty({n_samples}, children.options());
   auto ch = children.contiguous();
   const int64_t* pc = ch.data_ptr<int64_t>();
   const int64_t n_nodes = n_samples + n_merges;
@@ -272,7 +277,6 @@ at::Tensor agglomerative_labels_cpu(const at::Tensor& children, int64_t n_sample
       parent[c] = n_samples + m;
     }
   }
-  auto labels = at::empty({n_samples}, children.options());
   int64_t* pl = labels.data_ptr<int64_t>();
   std::vector<int64_t> label_of(n_nodes, -1);
   int64_t next = 0;

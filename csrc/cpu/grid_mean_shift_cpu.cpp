@@ -152,6 +152,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> grid_mean
   TORCH_CHECK(max_iter >= 1, "max_iter should be >= 1, got ", max_iter);
   TORCH_CHECK(std::isfinite(tol) && tol >= 0, "tol should be a finite number >= 0, got ", tol);
   auto x = points.contiguous();
+  check_finite_cpu(x, "points");
   auto off = offsets.contiguous();
   const int64_t n = x.size(0), d = x.size(1), g = off.size(0) - 1;
   const int64_t* po = off.data_ptr<int64_t>();

@@ -83,6 +83,7 @@ std::tuple<at::Tensor, at::Tensor> knn_graph_cpu(const at::Tensor& x, int64_t k)
               k, " for N = ", n);
   TORCH_CHECK(d >= 1, "x should have at least one column, got shape ", x.sizes());
   auto xc = x.contiguous();
+  check_finite_cpu(xc, "x");
   auto dist = at::empty({n, k}, xc.options());
   auto idx = at::empty({n, k}, xc.options().dtype(at::kLong));
   AT_DISPATCH_FLOATING_TYPES(xc.scalar_type(), "knn_graph_cpu", [&] {

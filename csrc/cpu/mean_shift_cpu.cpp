@@ -45,6 +45,8 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> mean_shift_cpu(const at::Tensor& 
 
   auto x = points.contiguous();
   auto sd = seeds.contiguous();
+  check_finite_cpu(x, "points");
+  check_finite_cpu(sd, "seeds");
   auto off = offsets.contiguous();
   auto seg = seed_segment.contiguous();
   const int64_t d = x.size(1), s = sd.size(0), g = off.size(0) - 1;

@@ -25,6 +25,8 @@ std::tuple<at::Tensor, at::Tensor> merge_modes_cpu(const at::Tensor& centers, co
   TORCH_CHECK(segment.size(0) == k, "segment should have one entry per centre (", k, "), got ", segment.size(0));
   check_positive_finite(radius, "radius");
 
+  check_finite_cpu(centers, "centers");
+  check_finite_cpu(weights, "weights");
   auto c = centers.contiguous().to(at::kDouble);
   auto w = weights.contiguous();
   auto sg = segment.contiguous();

@@ -27,6 +27,8 @@ std::tuple<at::Tensor, at::Tensor> nearest_center_cpu(const at::Tensor& points,
 
   auto x = points.contiguous();
   auto c = centers.contiguous();
+  check_finite_cpu(x, "points");
+  check_finite_cpu(c, "centers");
   auto off = offsets.contiguous();
   auto coff = center_offsets.contiguous();
   const int64_t n = x.size(0), d = x.size(1), g = off.size(0) - 1;

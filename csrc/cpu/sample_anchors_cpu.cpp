@@ -3,6 +3,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <limits>
 #include <vector>
 
 #include "checks.h"
@@ -23,8 +24,12 @@ at::Tensor sample_anchors_cpu(const at::Tensor& weights, const at::Tensor& coord
               "), got ", coords.size(0));
   check_offsets_cpu(offsets, weights.size(0), "offsets", "weights");
   TORCH_CHECK(k >= 0, "k should be >= 0, got ", k);
+  const int64_t n_seg = offsets.size(0) - 1;
+  TORCH_CHECK(n_seg == 0 || k <= std::numeric_limits<int64_t>::max() / 8 / n_seg, "k should give an output [G, k] ",
+              "of fewer than 2^63 bytes, got k = ", k, " for G = ", n_seg, " segments");
   TORCH_CHECK(std::isfinite(min_distance) && min_distance >= 0, "min_distance should be a finite number >= 0, got ",
               min_distance);
+  check_finite_cpu(coords, "coords");
   auto w = weights.contiguous().to(at::kDouble);
   auto xy = coords.contiguous().to(at::kDouble);
   auto off = offsets.contiguous();

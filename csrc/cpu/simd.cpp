@@ -104,3 +104,7 @@ void sqdist_blocks(const float* bl, int64_t nb, int64_t d, const double* q, doub
 }
 
 }  // namespace pst::cpu
+
+// For callers without the Python module (the CMake library loaded with PST_OPS_LIB): the same
+// answer as pst._C.cpu_isa().
+extern "C" __attribute__((visibility("default"))) const char* pst_cpu_isa() { return pst::cpu::isa_name(); }

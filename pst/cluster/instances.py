@@ -151,14 +151,19 @@ def cluster_instances(
     thing = [int(c) for c in thing_classes]
     if len(set(thing)) != len(thing):
         raise ValueError(f"thing_classes has repeated ids: {thing}")
+    if any(c < 0 for c in thing):
+        raise ValueError(f"thing_classes should hold class ids >= 0, got {thing}")
     out = torch.zeros((b, h, w), dtype=torch.long, device=dev)
     if not thing or b * h * w == 0:
         return out
 
     # segment of every pixel: image * n_things + index of its class in thing_classes (-1: none)
-    lut_size = max(max(thing), int(sem.max()) if sem.numel() else 0) + 1
-    lut = torch.full((max(lut_size, 1),), -1, dtype=torch.long, device=dev)
-    lut[torch.tensor(thing, device=dev)] = torch.arange(len(thing), device=dev)
+    # (ids above the map's largest class match no pixel: the table stops there, whatever their size)
+    lut_size = max(int(sem.max()) if sem.numel() else 0, 0) + 1
+    lut = torch.full((lut_size,), -1, dtype=torch.long, device=dev)
+    present = [i for i, c in enumerate(thing) if c < lut_size]
+    lut[torch.tensor([thing[i] for i in present], dtype=torch.long, device=dev)] = torch.tensor(
+        present, dtype=torch.long, device=dev)
     semc = sem.long()
     valid = (semc >= 0) & (semc < lut.numel())
     cls_idx = torch.where(valid, lut[semc.clamp(0, lut.numel() - 1)], torch.full_like(semc, -1))

@@ -102,10 +102,19 @@ def get_bin_seeds(X: Any, bin_size: float, min_bin_freq: int = 1) -> torch.Tenso
     return _bin_seeds(x, bin_size, min_bin_freq)
 
 
+def _check_cells(finite: bool, x_max: float, bin_size: float) -> None:
+    """Cells ``x / bin_size`` beyond float64's range would all merge into one infinite cell."""
+    if not finite:
+        raise ValueError(f"bin_size={bin_size:g} is too small for X: X / bin_size overflows float64 (|X| up to "
+                         f"{x_max:g}); pass a larger bin_size")
+
+
 def _bin_seeds(x: torch.Tensor, bin_size: float, min_bin_freq: int) -> torch.Tensor:
     if x.device.type == "cpu":
         return torch.from_numpy(_bin_seeds_numpy(x.numpy(), bin_size, min_bin_freq))
     cells = torch.round(x.to(torch.float64) / bin_size)
+    if cells.numel():
+        _check_cells(bool(torch.isfinite(cells).all()), float(x.abs().max()), bin_size)
     uniq, counts = _unique_rows(cells)
     keep = uniq[counts >= min_bin_freq]
     if keep.shape[0] == x.shape[0]:
@@ -120,7 +129,10 @@ def _bin_seeds(x: torch.Tensor, bin_size: float, min_bin_freq: int) -> torch.Ten
 
 def _bin_seeds_numpy(x: np.ndarray, bin_size: float, min_bin_freq: int) -> np.ndarray:
     """The CPU path of :func:`get_bin_seeds` (numpy: no thread start-up on small inputs)."""
-    cells = np.round(x.astype(np.float64, copy=False) / bin_size)
+    with np.errstate(over="ignore"):
+        cells = np.round(x.astype(np.float64, copy=False) / bin_size)
+    if cells.size:
+        _check_cells(bool(np.isfinite(cells).all()), float(np.abs(x).max()), bin_size)
     uniq = counts = None
     if cells.size and float(np.abs(cells).max()) < 2.0 ** 52:
         c = cells.astype(np.int64)

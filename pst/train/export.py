@@ -40,6 +40,7 @@ def export_predictions(checkpoint, out_dir, *, dataset: str = "target_val", mode
         ``{"images": n, "out": str, "formats": [...]}``.
     """
     from pst.formats.cityscapes import PanopticExporter, export_instances, export_semantic
+    from pst.io import remove_stale_temps
     from pst.train.checkpoint import load_checkpoint
     from pst.train.data import build_dataset, collate, resize_sample
     from pst.train.evaluate import _panoptic_instances, net_from_checkpoint, predict
@@ -48,6 +49,7 @@ def export_predictions(checkpoint, out_dir, *, dataset: str = "target_val", mode
     if bad or not formats:
         raise ValueError(f"formats should be a non-empty subset of {FORMATS}, got {tuple(formats)}")
     out_dir = Path(out_dir)
+    remove_stale_temps(out_dir)
     state = load_checkpoint(checkpoint, map_location=device)
     net, cfg = net_from_checkpoint(state, device=device)
     space = cfg.space

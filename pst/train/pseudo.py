@@ -228,7 +228,7 @@ def write_pseudo_labels(checkpoint, out_dir, *, dataset: str = "target", which: 
     import numpy as np
     from tqdm import tqdm
 
-    from pst.io import save_png, write_json
+    from pst.io import remove_stale_temps, save_png, write_json
     from pst.panoptic import merge_instance_maps
     from pst.train.checkpoint import load_checkpoint
     from pst.train.data import build_dataset, collate, resize_sample, step_generator
@@ -239,6 +239,7 @@ def write_pseudo_labels(checkpoint, out_dir, *, dataset: str = "target", which: 
     if which not in ("teacher", "model"):
         raise ValueError(f"which should be 'teacher' or 'model', got {which!r}")
     out_dir = Path(out_dir)
+    remove_stale_temps(out_dir)
     state = load_checkpoint(checkpoint, map_location=device)
     net, cfg = net_from_checkpoint(state, which=which if state.get("teacher") else "model", device=device)
     mode = mode or cfg.categories[0]

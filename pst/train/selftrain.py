@@ -33,6 +33,7 @@ from pathlib import Path
 import torch
 
 from pst.config import config_to_dict
+from pst.io import remove_stale_temps
 from pst.labels import IGNORE
 from pst.train.checkpoint import load_checkpoint, save_checkpoint
 from pst.train.data import StepSampler, build_dataset, load_batch, maybe_cache, photometric, step_generator
@@ -105,6 +106,9 @@ def self_train(cfg, out_dir: str | Path, *, init: str | Path, resume: bool = Fal
         logger.info("selftrain: finished already (%s)", final)
         return final
     rt = setup_runtime(cfg, device)
+    if rt.is_main:  # temporaries of writes that a kill interrupted
+        remove_stale_temps(out_dir, recursive=False)
+        remove_stale_temps(last.parent)
     st = cfg.selftrain
     space = cfg.space
     source = maybe_cache(build_dataset(cfg.data.source, space, cfg.data.size), cfg.data.cache, "source data")
@@ -132,7 +136,8 @@ def self_train(cfg, out_dir: str | Path, *, init: str | Path, resume: bool = Fal
     timing = {k: 0.0 for k in TIMING_KEYS}
     timed_steps = 0
     if resume and last.is_file():
-        state = load_checkpoint(last, map_location=rt.device)
+        state = load_checkpoint(last, map_location=rt.device,
+                                require=("config", "model", "teacher", "optimizer", "step", "extra"))
         net.load_state_dict(state["model"])
         teacher.load_state_dict(state["teacher"])
         optimizer.load_state_dict(state["optimizer"])

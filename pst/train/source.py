@@ -18,6 +18,7 @@ from pathlib import Path
 import torch
 
 from pst.config import config_to_dict
+from pst.io import remove_stale_temps
 from pst.train.checkpoint import load_checkpoint, save_checkpoint
 from pst.train.data import StepSampler, build_dataset, load_batch, maybe_cache, step_generator
 from pst.train.distributed import barrier, broadcast_module, sync_buffers
@@ -107,6 +108,9 @@ def train_supervised(cfg, out_dir: str | Path, *, stage: str = "source", resume:
         logger.info("%s: finished already (%s)", stage, final)
         return final
     rt = setup_runtime(cfg, device)
+    if rt.is_main:  # temporaries of writes that a kill interrupted
+        remove_stale_temps(out_dir, recursive=False)
+        remove_stale_temps(out_dir / stage)
     scfg = cfg.source
     spec = cfg.data.source if stage == "source" else cfg.data.target
     if stage == "oracle" and not spec.has_labels:
@@ -124,7 +128,7 @@ def train_supervised(cfg, out_dir: str | Path, *, stage: str = "source", resume:
     scaler = make_scaler(rt)
     start, history = 0, []
     if resume and last.is_file():
-        state = load_checkpoint(last, map_location=rt.device)
+        state = load_checkpoint(last, map_location=rt.device, require=("config", "model", "optimizer", "step"))
         net.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
         if scaler is not None and state.get("scaler"):
