@@ -113,13 +113,23 @@ class ModelConfig:
     backbone: Literal["resnet18", "resnet34", "resnet50", "resnet101"] = "resnet18"
     instance_backbone: Optional[str] = None  # None: same as backbone
     output_stride: Literal[8, 16] = 8
+    decoder_stride: Literal[2, 4] = 4  # deeplabv3plus: stride of the decoder (2: low-level features from the stem)
     width: int = 16
     embed_dim: int = 8
+    # > 0: spatial embeddings, the pixel coordinates / embed_coords (pixels per unit at the
+    # input resolution) added to embedding channels 0 and 1 (pst.models.unet.add_coordinates)
+    embed_coords: float = 0.0
     pretrained: Optional[str] = None
 
     def validate(self, key: str) -> None:
         _check_range(f"{key}.width", self.width, 1)
+        if self.decoder_stride != 4 and self.semantic != "deeplabv3plus":
+            raise ValueError(f"{key}.decoder_stride applies to deeplabv3plus only, got {self.decoder_stride} "
+                             f"with semantic={self.semantic!r}")
         _check_range(f"{key}.embed_dim", self.embed_dim, 1)
+        _check_range(f"{key}.embed_coords", self.embed_coords, 0.0)
+        if self.embed_coords and self.embed_dim < 2:
+            raise ValueError(f"{key}.embed_coords needs embed_dim >= 2, got embed_dim={self.embed_dim}")
         if self.instance_backbone not in (None, "resnet18", "resnet34", "resnet50", "resnet101"):
             raise ValueError(f"{key}.instance_backbone should be a resnet18/34/50/101 or null, "
                              f"got {self.instance_backbone!r}")
@@ -163,8 +173,9 @@ class SourceConfig:
     """Supervised training (source-only and oracle)."""
 
     steps: int = 600
+    optimizer: Literal["sgd", "adamw"] = "sgd"
     lr: float = 0.01
-    momentum: float = 0.9
+    momentum: float = 0.9  # SGD momentum (adamw: beta1)
     weight_decay: float = 5e-4
     head_lr_mult: float = 10.0
     poly_power: float = 0.9
@@ -196,6 +207,10 @@ class InstancePseudoConfig:
     close_radius: int = 1
     fill_holes: bool = True
     largest_component: bool = False
+    # "class": cluster each thing class's mask on its own; "group": cluster the union of
+    # the instance model's classes at once, so an object whose pixels split between two
+    # classes (person / rider) stays one instance and takes the majority class.
+    cluster_within: Literal["class", "group"] = "class"
 
     def validate(self, key: str) -> None:
         _check_range(f"{key}.bandwidth", self.bandwidth, 0.0, strict=True)
@@ -212,8 +227,9 @@ class SelfTrainConfig:
     """Self-training on the target with EMA teachers (REFERENCE.md, SAC defaults)."""
 
     steps: int = 400
+    optimizer: Literal["sgd", "adamw"] = "sgd"
     lr: float = 0.005
-    momentum: float = 0.9
+    momentum: float = 0.9  # SGD momentum (adamw: beta1)
     weight_decay: float = 5e-4
     head_lr_mult: float = 10.0
     poly_power: float = 0.9

@@ -132,14 +132,20 @@ def test_train_cli_resume(tmp_path):
 
 @pytest.mark.slow
 def test_full_demo_meets_targets(tmp_path):
-    """The README's demo with the default config and seed: <= 15 min on 2 idle cores,
-    self-training closes >= half the PQ gap to the oracle and improves mIoU and AP."""
+    """The README's demo with the default config and seed against issue 10's targets, on the
+    held-out target scenes: <= 15 min on 2 idle cores; the toy target stays an adaptation
+    problem (source-only >= 8 PQ points below the oracle); oracle PQ_things >= 35 and AP >= 20;
+    self-training closes >= 50% of the gap on PQ and PQ_things and >= 30% on mIoU and AP;
+    embedding instances beat connected components of the same masks by >= 10 PQ_things points.
+    The README's table says which of these the current demo meets (it does not meet all)."""
     out = tmp_path / "demo"
     assert main(["demo", "--out", str(out), "--no-progress"]) == 0
     m = json.loads((out / "metrics.json").read_text())
     _check_metrics(m)
-    assert m["gap_closed"]["PQ"] is not None and m["gap_closed"]["PQ"] >= 0.5
-    assert m["self_trained"]["mIoU"] > m["source_only"]["mIoU"]
-    assert m["self_trained"]["AP"] > m["source_only"]["AP"]
+    assert m["oracle"]["PQ"] - m["source_only"]["PQ"] >= 0.08
+    assert m["oracle"]["PQ_things"] >= 0.35 and m["oracle"]["AP"] >= 0.20
+    gap = m["gap_closed"]
+    assert gap["PQ"] >= 0.5 and gap["PQ_things"] >= 0.5 and gap["mIoU"] >= 0.3 and gap["AP"] >= 0.3
+    assert all(v >= 0.10 for v in m["cc_baseline"]["PQ_things_gain"].values())
     if os.environ.get("PST_CHECK_DEMO_TIME", "1") == "1":
         assert m["wall_seconds"] <= 15 * 60

@@ -320,3 +320,46 @@ def test_state_dict_roundtrip_excludes_normalisation():
     mean, std = torch.tensor([0.485, 0.456, 0.406]), torch.tensor([0.229, 0.224, 0.225])
     img = torch.rand(1, 3, 4, 4)
     torch.testing.assert_close(model.normalize(img), (img - mean.view(1, 3, 1, 1)) / std.view(1, 3, 1, 1))
+
+
+def test_decoder_stride_two_uses_the_stem():
+    torch.manual_seed(0)
+    model = build_semantic("deeplabv3plus", num_classes=4, backbone="resnet18", width=8, decoder_stride=2)
+    x = torch.rand(2, 3, 45, 61)
+    feats = model.backbone(model.normalize(x))
+    seen = {}
+    model.head.low.register_forward_hook(lambda m, i, o: seen.update(low=o.shape))
+    out = model(x)
+    assert out.shape == (2, 4, 45, 61)
+    assert seen["low"][-2:] == feats[0].shape[-2:] == (23, 31)  # stride 2
+    focal_ce(out, torch.randint(0, 4, (2, 45, 61))).backward()
+    assert model.head.low[0].weight.grad.abs().sum() > 0
+    with pytest.raises(ValueError, match="decoder_stride should be 2 or 4, got 8"):
+        build_semantic("deeplabv3plus", num_classes=4, width=8, decoder_stride=8)
+    with pytest.raises(ValueError, match="decoder_stride applies to deeplabv3plus only, got 2 for 'deeplabv2'"):
+        build_semantic("deeplabv2", num_classes=4, width=8, decoder_stride=2)
+
+
+def test_spatial_embeddings_add_pixel_coordinates():
+    from pst.models.unet import add_coordinates
+
+    emb = torch.randn(2, 5, 6, 9)
+    out = add_coordinates(emb, 4.0)
+    for y in range(6):
+        for x in range(9):
+            assert torch.allclose(out[:, 0, y, x], emb[:, 0, y, x] + (y + 0.5) / 4)
+            assert torch.allclose(out[:, 1, y, x], emb[:, 1, y, x] + (x + 0.5) / 4)
+    assert torch.equal(out[:, 2:], emb[:, 2:])
+    torch.manual_seed(0)
+    free = build_instance(backbone="resnet18", width=4, embed_dim=3)
+    torch.manual_seed(0)
+    spatial = build_instance(backbone="resnet18", width=4, embed_dim=3, coord_scale=8.0)
+    spatial.load_state_dict(free.state_dict())  # same weights: only the coordinates differ
+    x = torch.rand(1, 3, 32, 48)
+    free.eval(), spatial.eval()
+    a, b = free(x)["embedding"], spatial(x)["embedding"]
+    assert torch.allclose(b, add_coordinates(a, 8.0), atol=1e-6)
+    with pytest.raises(ValueError, match="coord_scale should be a finite number >= 0, got -1"):
+        build_instance(width=4, coord_scale=-1)
+    with pytest.raises(ValueError, match="coord_scale needs embed_dim >= 2"):
+        build_instance(width=4, embed_dim=1, coord_scale=8.0)

@@ -297,7 +297,7 @@ def _draw_object(draws: tuple[ImageDraw.ImageDraw, ...], obj: _Object, iid: int,
     elif c in (PERSON, RIDER):
         h = (1.15 if c == PERSON else 0.8) * s * rng.uniform(0.9, 1.1)
         w = 0.3 * s * rng.uniform(0.85, 1.15)
-        lw = max(1, int(round(0.1 * s)))
+        lw = max(2, int(round(0.1 * s)))
         if c == PERSON:
             step = 0.12 * w * rng.uniform(-1, 1)
             paint("line", [(x - 0.15 * w, y - 0.5 * h), (x - 0.2 * w - step, y)], _SHADE, lw)
@@ -312,20 +312,24 @@ def _draw_object(draws: tuple[ImageDraw.ImageDraw, ...], obj: _Object, iid: int,
         hx = x if c == PERSON else X(0.25 * w)
         paint("ellipse", (hx - hr, y - h - hr, hx + hr, y - h + hr), _SKIN)
     elif c == BICYCLE:
+        # Wheels are discs (a dark tyre around a spoked face), as Cityscapes' polygons label a
+        # wheel with its inside; frame strokes are at least 2 px.
         r = 0.3 * s
-        lw = max(1, int(round(0.07 * s)))
+        lw = max(2, int(round(0.08 * s)))
         rear, front = (X(-0.55 * s), y - r), (X(0.55 * s), y - r)
         crank, seat, bar = (x, y - r), (X(-0.18 * s), y - r - 0.45 * s), (X(0.42 * s), y - r - 0.5 * s)
         for cx, cy in (rear, front):
+            paint("ellipse", (cx - r, cy - r, cx + r, cy + r), _SHADE)
             paint("ring", (cx - r, cy - r, cx + r, cy + r), _TYRE, lw)
         paint("line", [rear, crank, seat, rear], _BODY, lw)
         paint("line", [crank, bar, front], _BODY, lw)
         paint("line", [seat, bar], _BODY, lw)
     elif c == MOTORCYCLE:
         r = 0.3 * s
-        lw = max(1, int(round(0.13 * s)))
+        lw = max(2, int(round(0.13 * s)))
         rear, front = (X(-0.6 * s), y - r), (X(0.6 * s), y - r)
         for cx, cy in (rear, front):
+            paint("ellipse", (cx - r, cy - r, cx + r, cy + r), _SHADE)
             paint("ring", (cx - r, cy - r, cx + r, cy + r), _TYRE, lw)
         body = [(X(-0.65 * s), y - r - 0.2 * s), (X(0.35 * s), y - r - 0.35 * s), (X(0.55 * s), y - r),
                 (X(0.1 * s), y - r + 0.1 * s), (X(-0.4 * s), y - r)]

@@ -84,19 +84,25 @@ class DeepLabV3Head(nn.Module):
 
 class DeepLabV3PlusHead(nn.Module):
     """ASPP on layer4, upsampled to layer1 (stride 4), concatenated with its 1x1 projection,
-    two 3x3 convs, 1x1 classifier."""
+    two 3x3 convs, 1x1 classifier. ``decoder_stride=2`` takes the low-level features from
+    the stem (stride 2) instead: the same decoder at twice the resolution, for small inputs
+    (the 128x256 toy scenes are 1/8 of a Cityscapes frame)."""
 
-    def __init__(self, channels: tuple[int, ...], num_classes: int, *, width: int, output_stride: int) -> None:
+    def __init__(self, channels: tuple[int, ...], num_classes: int, *, width: int, output_stride: int,
+                 decoder_stride: int = 4) -> None:
         super().__init__()
+        if decoder_stride not in (2, 4):
+            raise ValueError(f"decoder_stride should be 2 or 4, got {decoder_stride!r}")
         c = head_channels(width, 256)
         low = head_channels(width, 48)
+        self.low_index = 1 if decoder_stride == 4 else 0
         self.aspp = ASPP(channels[-1], c, _aspp_rates(output_stride))
-        self.low = conv_bn_relu(channels[1], low, 1)
+        self.low = conv_bn_relu(channels[self.low_index], low, 1)
         self.fuse = nn.Sequential(conv_bn_relu(c + low, c), conv_bn_relu(c, c))
         self.classifier = nn.Conv2d(c, num_classes, 1)
 
     def forward(self, feats: list[torch.Tensor]) -> torch.Tensor:
-        low = self.low(feats[1])
+        low = self.low(feats[self.low_index])
         x = F.interpolate(self.aspp(feats[-1]), size=low.shape[-2:], mode="bilinear", align_corners=False)
         return self.classifier(self.fuse(torch.cat([x, low], 1)))
 
@@ -130,7 +136,8 @@ class SemanticModel(nn.Module):
 
 
 def build_semantic(name: str, *, num_classes: int, backbone: str = "resnet101", output_stride: int = 8,
-                   pretrained: str | os.PathLike | None = None, width: int = 64) -> SemanticModel:
+                   pretrained: str | os.PathLike | None = None, width: int = 64,
+                   decoder_stride: int = 4) -> SemanticModel:
     """A DeepLab model chosen by name from :data:`SEMANTIC_HEADS`.
 
     Args:
@@ -140,6 +147,7 @@ def build_semantic(name: str, *, num_classes: int, backbone: str = "resnet101", 
         output_stride: 8 or 16 (dilation replaces the last strides).
         pretrained: local torchvision-layout ImageNet ``.pth`` for the backbone, or None.
         width: backbone base width (64 = torchvision; 16 = tiny CPU model).
+        decoder_stride: DeepLabV3+ only: 4 (the paper's) or 2 (low-level features from the stem).
 
     Returns:
         :class:`SemanticModel`; ``forward(x [B, 3, H, W] float in [0, 1]) -> [B, C, H, W]`` logits.
@@ -151,5 +159,8 @@ def build_semantic(name: str, *, num_classes: int, backbone: str = "resnet101", 
     if output_stride not in (8, 16):
         raise ValueError(f"output_stride should be 8 or 16, got {output_stride!r}")
     net = resnet(backbone, width=width, output_stride=output_stride, pretrained=pretrained)
-    head = SEMANTIC_HEADS[name](net.channels, num_classes, width=width, output_stride=output_stride)
+    extra = {"decoder_stride": decoder_stride} if name == "deeplabv3plus" else {}
+    if decoder_stride != 4 and not extra:
+        raise ValueError(f"decoder_stride applies to deeplabv3plus only, got {decoder_stride} for {name!r}")
+    head = SEMANTIC_HEADS[name](net.channels, num_classes, width=width, output_stride=output_stride, **extra)
     return SemanticModel(net, head, num_classes)

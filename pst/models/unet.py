@@ -10,6 +10,7 @@ Decoder widths are 256/128/64/64 at ``width=64`` and scale with ``width``.
 
 from __future__ import annotations
 
+import math
 import os
 
 import torch
@@ -42,8 +43,13 @@ class InstanceModel(nn.Module):
     ``objectness_head`` are new layers (see :func:`pst.models.param_groups`).
     """
 
-    def __init__(self, backbone: nn.Module, *, embed_dim: int, width: int) -> None:
+    def __init__(self, backbone: nn.Module, *, embed_dim: int, width: int, coord_scale: float = 0.0) -> None:
         super().__init__()
+        if not (coord_scale >= 0 and math.isfinite(coord_scale)):
+            raise ValueError(f"coord_scale should be a finite number >= 0, got {coord_scale!r}")
+        if coord_scale and embed_dim < 2:
+            raise ValueError(f"coord_scale needs embed_dim >= 2 (two channels carry the coordinates), got {embed_dim}")
+        self.coord_scale = float(coord_scale)
         self.normalize = Normalize()
         self.backbone = backbone
         self.embed_dim = embed_dim
@@ -67,12 +73,26 @@ class InstanceModel(nn.Module):
             y = block(y, skip)
         size = x.shape[-2:]
         emb = F.interpolate(self.embed_head(y), size=size, mode="bilinear", align_corners=False)
+        if self.coord_scale:
+            emb = add_coordinates(emb, self.coord_scale)
         obj = F.interpolate(self.objectness_head(y), size=size, mode="bilinear", align_corners=False)
         return {"embedding": emb, "objectness": obj[:, 0]}
 
 
+def add_coordinates(emb: torch.Tensor, coord_scale: float) -> torch.Tensor:
+    """``emb`` [B, D, H, W] with the pixel's row / column divided by ``coord_scale`` added to
+    channels 0 / 1 (spatial embeddings, Neven et al. 2019): the network then predicts an
+    offset towards its instance's centre, which is local and the same for look-alike
+    neighbours, instead of an arbitrary code that must differ between them."""
+    B, D, H, W = emb.shape
+    ys = (torch.arange(H, device=emb.device, dtype=emb.dtype) + 0.5) / coord_scale
+    xs = (torch.arange(W, device=emb.device, dtype=emb.dtype) + 0.5) / coord_scale
+    grid = torch.stack([ys[:, None].expand(H, W), xs[None, :].expand(H, W)])  # [2, H, W]
+    return torch.cat([emb[:, :2] + grid, emb[:, 2:]], dim=1)
+
+
 def build_instance(*, backbone: str = "resnet101", embed_dim: int = 8, pretrained: str | os.PathLike | None = None,
-                   width: int = 64, output_stride: int = 32) -> InstanceModel:
+                   width: int = 64, output_stride: int = 32, coord_scale: float = 0.0) -> InstanceModel:
     """U-Net instance-embedding network.
 
     Args:
@@ -81,6 +101,8 @@ def build_instance(*, backbone: str = "resnet101", embed_dim: int = 8, pretraine
         pretrained: local torchvision-layout ImageNet ``.pth`` for the encoder, or None.
         width: encoder base width (64 = torchvision; 16 = tiny CPU model).
         output_stride: encoder stride, 32 (plain U-Net) or 16/8 (dilated deepest stages).
+        coord_scale: > 0 adds the pixel coordinates / ``coord_scale`` to embedding channels
+            0 and 1 (:func:`add_coordinates`); 0 = free embeddings.
 
     Returns:
         :class:`InstanceModel`; ``forward(x) -> {"embedding": [B, D, H, W], "objectness": [B, H, W]}``.
@@ -88,4 +110,4 @@ def build_instance(*, backbone: str = "resnet101", embed_dim: int = 8, pretraine
     if isinstance(embed_dim, bool) or not isinstance(embed_dim, int) or embed_dim < 1:
         raise ValueError(f"embed_dim should be a positive int, got {embed_dim!r}")
     net = resnet(backbone, width=width, output_stride=output_stride, pretrained=pretrained)
-    return InstanceModel(net, embed_dim=embed_dim, width=width)
+    return InstanceModel(net, embed_dim=embed_dim, width=width, coord_scale=coord_scale)

@@ -14,6 +14,7 @@ interrupted one from its last checkpoint).
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import platform
 import time
@@ -47,6 +48,45 @@ def _row(r: dict) -> dict:
     return {**{k: r[k] for k in METRIC_KEYS if k in r}, "per_class": r["per_class"]}
 
 
+_default_threads = torch.get_num_threads()
+
+
+def _side_by_side_threads(cfg, device) -> int:
+    """Threads per process when the source and oracle stages can train at once, else 0: a
+    CPU run without torchrun, on a machine with cores for both (``cfg.threads`` each, or
+    half the cores when it is 0)."""
+    import os
+
+    from pst.train.distributed import resolve_device
+
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1:
+        return 0
+    if resolve_device(device or cfg.device, 0).type != "cpu":
+        return 0
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    threads = cfg.threads or cores // 2
+    return threads if threads >= 1 and 2 * threads <= cores else 0
+
+
+def _stage_main(cfg_dict: dict, out_dir: str, stage: str, resume: bool, device, threads: int, level: int) -> None:
+    """Entry point of a supervised stage's own process (spawned: nothing inherited)."""
+    from pst.config import config_from_dict
+
+    logging.basicConfig(level=level, format=f"%(asctime)s {stage} %(levelname)s %(name)s: %(message)s")
+    cfg = dataclasses.replace(config_from_dict(cfg_dict), threads=threads)
+    train_supervised(cfg, out_dir, stage=stage, resume=resume, progress=False, device=device)
+
+
+def _start_stage_process(cfg, out_dir: Path, stage: str, *, resume: bool, device, threads: int):
+    import multiprocessing
+
+    proc = multiprocessing.get_context("spawn").Process(
+        target=_stage_main, name=f"pst-{stage}",
+        args=(config_to_dict(cfg), str(out_dir), stage, resume, device, threads, logging.getLogger().getEffectiveLevel()))
+    proc.start()
+    return proc
+
+
 def run_demo(cfg, out_dir: str | Path, *, resume: bool = False, progress: bool = True,
              device: str | None = None) -> dict:
     """Run the demo pipeline into ``out_dir``; returns the metrics dict (also in
@@ -58,14 +98,35 @@ def run_demo(cfg, out_dir: str | Path, *, resume: bool = False, progress: bool =
     stage_s: dict[str, float] = {}
     ckpts: dict[str, Path] = {}
 
+    oracle = cfg.oracle and cfg.data.target.has_labels
+    if cfg.oracle and not oracle:
+        logger.warning("no oracle: the target has no labels (data.target.has_labels is false)")
+    side = _side_by_side_threads(cfg, device) if oracle else 0
     t = time.perf_counter()
-    ckpts["source_only"] = train_supervised(cfg, out_dir, stage="source", resume=resume, progress=progress,
-                                            device=device)
-    stage_s["source"] = time.perf_counter() - t
-    if cfg.oracle:
-        if not cfg.data.target.has_labels:
-            logger.warning("no oracle: the target has no labels (data.target.has_labels is false)")
-        else:
+    if side:
+        # The two supervised stages are independent: on a CPU they run at once, one process
+        # each with half the threads (tiny networks scale poorly past one thread, and two
+        # processes never wait at each other's OpenMP barriers).
+        logger.info("source and oracle training side by side, %d thread(s) each", side)
+        child = _start_stage_process(cfg, out_dir, "oracle", resume=resume, device=device, threads=side)
+        src_cfg = dataclasses.replace(cfg, threads=side)
+        try:
+            ckpts["source_only"] = train_supervised(src_cfg, out_dir, stage="source", resume=resume,
+                                                    progress=progress, device=device)
+            stage_s["source"] = time.perf_counter() - t
+        finally:
+            child.join()
+        stage_s["oracle"] = time.perf_counter() - t
+        if child.exitcode != 0:
+            raise RuntimeError(f"oracle training failed in its process (exit code {child.exitcode}); "
+                               f"its log is above; rerun with --resume to continue")
+        ckpts["oracle"] = out_dir / "oracle.pt"
+        torch.set_num_threads(cfg.threads or _default_threads)
+    else:
+        ckpts["source_only"] = train_supervised(cfg, out_dir, stage="source", resume=resume, progress=progress,
+                                                device=device)
+        stage_s["source"] = time.perf_counter() - t
+        if oracle:
             t = time.perf_counter()
             ckpts["oracle"] = train_supervised(cfg, out_dir, stage="oracle", resume=resume, progress=progress,
                                                device=device)

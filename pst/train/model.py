@@ -9,7 +9,8 @@ from typing import Sequence
 import torch
 from torch import nn
 
-__all__ = ["PanopticNet", "instance_groups", "build_panoptic_net", "build_param_groups", "group_key", "set_lr"]
+__all__ = ["PanopticNet", "instance_groups", "build_panoptic_net", "build_param_groups", "group_key", "set_lr",
+           "build_optimizer"]
 
 
 def group_key(mode: str, group: str) -> str:
@@ -64,10 +65,12 @@ def build_panoptic_net(cfg) -> PanopticNet:
     m = cfg.model
     space = cfg.space
     semantic = build_semantic(m.semantic, num_classes=space.num_classes, backbone=m.backbone,
-                              output_stride=m.output_stride, pretrained=m.pretrained, width=m.width)
+                              output_stride=m.output_stride, pretrained=m.pretrained, width=m.width,
+                              decoder_stride=m.decoder_stride)
     groups = instance_groups(space, cfg.categories)
     inst = {k: build_instance(backbone=m.instance_backbone or m.backbone, embed_dim=m.embed_dim,
-                              pretrained=m.pretrained, width=m.width) for k in groups}
+                              pretrained=m.pretrained, width=m.width, coord_scale=m.embed_coords)
+            for k in groups}
     return PanopticNet(semantic, inst, groups)
 
 
@@ -82,6 +85,19 @@ def build_param_groups(net: PanopticNet, lr: float, *, head_lr_mult: float, weig
     for g in groups:
         g["initial_lr"] = g["lr"]
     return groups
+
+
+def build_optimizer(net: PanopticNet, stage_cfg) -> torch.optim.Optimizer:
+    """The optimizer of a training stage (``cfg.source`` or ``cfg.selftrain``): SGD with
+    momentum (DeepLab/SAC practice) or AdamW (``optimizer: adamw``, beta1 = ``momentum``),
+    over :func:`build_param_groups`."""
+    groups = build_param_groups(net, stage_cfg.lr, head_lr_mult=stage_cfg.head_lr_mult,
+                                weight_decay=stage_cfg.weight_decay)
+    if stage_cfg.optimizer == "adamw":
+        return torch.optim.AdamW(groups, lr=stage_cfg.lr, betas=(stage_cfg.momentum, 0.999))
+    if stage_cfg.optimizer != "sgd":
+        raise ValueError(f"optimizer should be 'sgd' or 'adamw', got {stage_cfg.optimizer!r}")
+    return torch.optim.SGD(groups, lr=stage_cfg.lr, momentum=stage_cfg.momentum)
 
 
 def set_lr(optimizer: torch.optim.Optimizer, step: int, total: int, *, power: float, warmup: int = 0) -> float:

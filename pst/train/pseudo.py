@@ -141,16 +141,28 @@ def instance_pseudo_labels(embedding: torch.Tensor, objectness: torch.Tensor | N
         embedding: [B, D, H, W] float teacher embeddings.
         objectness: [B, H, W] float probabilities in [0, 1], or None.
         semantic: [B, H, W] int64 (pseudo-)labels; only ``thing_ids`` pixels are clustered.
-        icfg: :class:`pst.config.InstancePseudoConfig`.
+        icfg: :class:`pst.config.InstancePseudoConfig`. ``cluster_within="class"``
+            clusters each class's mask on its own; ``"group"`` clusters the union of
+            ``thing_ids`` at once (an object whose pixels the semantic labels split between
+            two of the classes stays one instance; fusion then gives it its majority class).
     Returns:
-        [B, H, W] int64, 0 = none, 1..K per image, each instance inside one class's mask.
+        [B, H, W] int64, 0 = none, 1..K per image, each instance inside one class's mask
+        (``"group"``: inside the union of the classes' masks).
     """
     from pst.cluster import cluster_instances
     from pst.morph import refine
 
+    ids = [int(i) for i in thing_ids]
+    by_group = icfg.cluster_within == "group" and len(ids) > 1
+    if by_group:  # one segment per image: the group's mask, labelled with its first class
+        mask = torch.isin(semantic, torch.as_tensor(ids, device=semantic.device, dtype=semantic.dtype))
+        seg_map = torch.where(mask, torch.full_like(semantic, ids[0]), torch.full_like(semantic, IGNORE))
+        classes = ids[:1]
+    else:
+        seg_map, classes = semantic, ids
     inst = cluster_instances(
-        embedding.float(), semantic, None if objectness is None else objectness.float(),
-        thing_classes=list(thing_ids), method=icfg.method, bandwidth=icfg.bandwidth,
+        embedding.float(), seg_map, None if objectness is None else objectness.float(),
+        thing_classes=classes, method=icfg.method, bandwidth=icfg.bandwidth,
         merge_distance=icfg.merge_distance, min_size=icfg.min_size, n_anchors=icfg.n_anchors,
         max_iter=icfg.max_iter, seed=seed)
     if icfg.open_radius or icfg.close_radius or icfg.fill_holes or icfg.largest_component:
@@ -160,7 +172,9 @@ def instance_pseudo_labels(embedding: torch.Tensor, objectness: torch.Tensor | N
         # refinement may grow an instance over another class: clip it to its own class mask
         B = inst.shape[0]
         K = int(inst.max()) if inst.numel() else 0
-        if K:
+        if by_group:
+            inst = torch.where(mask, inst, torch.zeros_like(inst))
+        elif K:
             cls = _instance_majority(inst, semantic, K)  # [B, K+1]
             own = cls.gather(1, inst.view(B, -1)).view_as(inst)
             inst = torch.where(semantic == own, inst, torch.zeros_like(inst))

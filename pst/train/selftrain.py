@@ -40,7 +40,7 @@ from pst.train.data import StepSampler, build_dataset, load_batch, maybe_cache, 
 from pst.train.distributed import barrier
 from pst.train.ema import ema_update, make_teacher, recalibrate_bn
 from pst.train.evaluate import autocast_for, evaluate_net
-from pst.train.model import build_panoptic_net, build_param_groups, set_lr
+from pst.train.model import build_optimizer, build_panoptic_net, set_lr
 from pst.train.objectives import group_mask, instance_terms, supervised_losses
 from pst.train.pseudo import ClassPrior, instance_pseudo_labels, semantic_pseudo_labels
 from pst.train.pseudo_quality import PseudoLabelQuality, mode_instance_maps
@@ -125,9 +125,7 @@ def self_train(cfg, out_dir: str | Path, *, init: str | Path, resume: bool = Fal
     net.load_state_dict(init_state["model"])
     teacher = make_teacher(net)
     prior = ClassPrior(space.num_classes, momentum=st.prior_momentum)
-    optimizer = torch.optim.SGD(build_param_groups(net, st.lr, head_lr_mult=st.head_lr_mult,
-                                                   weight_decay=st.weight_decay),
-                                lr=st.lr, momentum=st.momentum)
+    optimizer = build_optimizer(net, st)
     scaler = make_scaler(rt)
     start, history, curve, pseudo_quality = 0, [], [], []
     # pseudo-labels against the target's hidden labels, accumulated between evaluation steps

@@ -23,7 +23,7 @@ from pst.train.checkpoint import load_checkpoint, save_checkpoint
 from pst.train.data import StepSampler, build_dataset, load_batch, maybe_cache, step_generator
 from pst.train.distributed import barrier, broadcast_module, sync_buffers
 from pst.train.evaluate import autocast_for
-from pst.train.model import build_panoptic_net, build_param_groups, set_lr
+from pst.train.model import build_optimizer, build_panoptic_net, set_lr
 from pst.train.objectives import supervised_losses
 from pst.train.runtime import Runtime, make_scaler, setup_runtime
 
@@ -122,9 +122,7 @@ def train_supervised(cfg, out_dir: str | Path, *, stage: str = "source", resume:
     torch.manual_seed(cfg.seed)
     net = build_panoptic_net(cfg).to(rt.device)
     broadcast_module(net)
-    optimizer = torch.optim.SGD(build_param_groups(net, scfg.lr, head_lr_mult=scfg.head_lr_mult,
-                                                   weight_decay=scfg.weight_decay),
-                                lr=scfg.lr, momentum=scfg.momentum)
+    optimizer = build_optimizer(net, scfg)
     scaler = make_scaler(rt)
     start, history = 0, []
     if resume and last.is_file():
