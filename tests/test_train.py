@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import dataclasses
 import math
 
 import numpy as np
@@ -379,3 +380,44 @@ def test_oracle_needs_labels(tmp_path):
         train_supervised(tiny_config("data.target.has_labels=false"), tmp_path, stage="oracle", progress=False)
     with pytest.raises(ValueError, match="stage should be 'source' or 'oracle'"):
         train_supervised(tiny_config(), tmp_path, stage="selftrain", progress=False)
+
+
+def test_build_optimizer_sgd_and_adamw():
+    from pst.train.model import build_optimizer, build_panoptic_net
+
+    cfg = tiny_config("source.optimizer=adamw", "source.lr=0.003", "source.momentum=0.8", "source.weight_decay=0.01",
+                      "source.head_lr_mult=2")
+    net = build_panoptic_net(cfg)
+    opt = build_optimizer(net, cfg.source)
+    assert isinstance(opt, torch.optim.AdamW)
+    assert {g["lr"] for g in opt.param_groups} == {0.003, 0.006}
+    assert all(g["betas"] == (0.8, 0.999) for g in opt.param_groups)
+    assert {g["weight_decay"] for g in opt.param_groups} == {0.01, 0.0}  # none on BN and biases
+    sgd = build_optimizer(net, tiny_config("selftrain.optimizer=sgd").selftrain)
+    assert isinstance(sgd, torch.optim.SGD) and sgd.param_groups[0]["momentum"] == 0.9
+    with pytest.raises(ValueError, match="source.optimizer should be one of 'sgd', 'adamw', got 'adam'"):
+        tiny_config("source.optimizer=adam")
+
+
+def test_model_options_are_validated():
+    with pytest.raises(ValueError, match="model.decoder_stride applies to deeplabv3plus only"):
+        tiny_config("model.semantic=deeplabv2", "model.decoder_stride=2")
+    with pytest.raises(ValueError, match="model.embed_coords should be >= 0.0, got -1"):
+        tiny_config("model.embed_coords=-1")
+    with pytest.raises(ValueError, match="model.embed_coords needs embed_dim >= 2"):
+        tiny_config("model.embed_coords=8", "model.embed_dim=1")
+    with pytest.raises(ValueError, match="model.embed_coords should be a finite number"):
+        tiny_config("model.embed_coords=.inf")
+
+
+def test_source_and_oracle_side_by_side_only_with_cores_for_both(monkeypatch):
+    import os
+
+    from pst.train import demo
+
+    cfg = tiny_config()
+    for cores, threads, expected in ((2, 1, 1), (1, 1, 0), (8, 0, 4), (4, 3, 0), (2, 0, 1)):
+        monkeypatch.setattr(os, "sched_getaffinity", lambda pid, n=cores: set(range(n)))
+        assert demo._side_by_side_threads(dataclasses.replace(cfg, threads=threads), None) == expected
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    assert demo._side_by_side_threads(cfg, None) == 0
