@@ -114,6 +114,9 @@ def run_demo(cfg, out_dir: str | Path, *, resume: bool = False, progress: bool =
             ckpts["source_only"] = train_supervised(src_cfg, out_dir, stage="source", resume=resume,
                                                     progress=progress, device=device)
             stage_s["source"] = time.perf_counter() - t
+        except BaseException:
+            child.terminate()  # no oracle without its source model; --resume continues both
+            raise
         finally:
             child.join()
         stage_s["oracle"] = time.perf_counter() - t
