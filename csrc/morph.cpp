@@ -1,5 +1,8 @@
 #include <torch/library.h>
 
+#include "checks.h"
+#include "morph.h"
+
 // Refinement of instance maps, every instance's binary mask processed on its own.
 // instances [B, H, W] integer (uint8, int8, int16, int32 or int64), 0 = no instance, ids >= 1
 // (any values, not necessarily consecutive). For each instance k with mask M = (instances == k),
@@ -20,3 +23,19 @@ TORCH_LIBRARY_FRAGMENT(pst, m) {
   m.def("morph_refine(Tensor instances, int open_radius, int close_radius, bool disk, bool fill_holes,"
         " int min_size, bool largest_component, int connectivity) -> Tensor");
 }
+
+namespace pst {
+
+void check_morph_refine_args(const at::Tensor& instances, int64_t open_radius, int64_t close_radius,
+                             int64_t min_size, int64_t connectivity) {
+  check_dim(instances, 3, "instances", "[B, H, W]");
+  TORCH_CHECK_TYPE(at::isIntegralType(instances.scalar_type(), /*includeBool=*/false),
+                   "instances should be an integer tensor (uint8, int8, int16, int32 or int64), got ",
+                   instances.scalar_type());
+  TORCH_CHECK_VALUE(open_radius >= 0, "open_radius should be >= 0, got ", open_radius);
+  TORCH_CHECK_VALUE(close_radius >= 0, "close_radius should be >= 0, got ", close_radius);
+  TORCH_CHECK_VALUE(min_size >= 0, "min_size should be >= 0, got ", min_size);
+  TORCH_CHECK_VALUE(connectivity == 4 || connectivity == 8, "connectivity should be 4 or 8, got ", connectivity);
+}
+
+}  // namespace pst

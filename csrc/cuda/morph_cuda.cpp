@@ -8,6 +8,7 @@
 #include <limits>
 
 #include "checks.h"
+#include "morph.h"
 #include "cuda/morph_kernels.h"
 #include "cuda/torch_utils.h"
 
@@ -19,14 +20,7 @@ constexpr const char* kNegative = "instances should hold ids >= 0 (0 = no instan
 
 at::Tensor morph_refine_cuda(const at::Tensor& instances, int64_t open_radius, int64_t close_radius, bool disk,
                              bool fill_holes, int64_t min_size, bool largest_component, int64_t connectivity) {
-  check_dim(instances, 3, "instances", "[B, H, W]");
-  TORCH_CHECK_TYPE(at::isIntegralType(instances.scalar_type(), /*includeBool=*/false),
-                   "instances should be an integer tensor (uint8, int8, int16, int32 or int64), got ",
-                   instances.scalar_type());
-  TORCH_CHECK_VALUE(open_radius >= 0, "open_radius should be >= 0, got ", open_radius);
-  TORCH_CHECK_VALUE(close_radius >= 0, "close_radius should be >= 0, got ", close_radius);
-  TORCH_CHECK_VALUE(min_size >= 0, "min_size should be >= 0, got ", min_size);
-  TORCH_CHECK_VALUE(connectivity == 4 || connectivity == 8, "connectivity should be 4 or 8, got ", connectivity);
+  check_morph_refine_args(instances, open_radius, close_radius, min_size, connectivity);
   gpu::check_cuda(instances, "instances");
 
   const c10::cuda::CUDAGuard guard(instances.device());
