@@ -151,11 +151,12 @@ def instance_pseudo_labels(embedding: torch.Tensor, objectness: torch.Tensor | N
     """
     from pst.cluster import cluster_instances
     from pst.morph import refine
+    from pst.train.objectives import group_mask
 
     ids = [int(i) for i in thing_ids]
     by_group = icfg.cluster_within == "group" and len(ids) > 1
     if by_group:  # one segment per image: the group's mask, labelled with its first class
-        mask = torch.isin(semantic, torch.as_tensor(ids, device=semantic.device, dtype=semantic.dtype))
+        mask = group_mask(semantic, ids)
         seg_map = torch.where(mask, torch.full_like(semantic, ids[0]), torch.full_like(semantic, IGNORE))
         classes = ids[:1]
     else:
