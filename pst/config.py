@@ -305,7 +305,7 @@ class Config:
     seed: int = 0
     label_space: Literal["toy", "cityscapes19", "synthia16"] = "toy"
     device: str = "auto"  # auto | cpu | cuda | cuda:N
-    amp: bool = True  # mixed precision (bfloat16/float16 autocast) on GPU only
+    amp: bool = True  # mixed precision: bfloat16/float16 autocast on GPU, bfloat16 on CPUs with native bf16
     threads: int = 0  # torch CPU threads (0: leave torch's default)
     deterministic: bool = True
     categories: list[str] = field(default_factory=lambda: ["base"])

@@ -421,3 +421,40 @@ def test_source_and_oracle_side_by_side_only_with_cores_for_both(monkeypatch):
         assert demo._side_by_side_threads(dataclasses.replace(cfg, threads=threads), None) == expected
     monkeypatch.setenv("WORLD_SIZE", "2")
     assert demo._side_by_side_threads(cfg, None) == 0
+
+
+# --------------------------------------------------------------------------- mixed precision on CPU
+
+def test_cpu_autocast_runs_in_bfloat16_and_only_where_enabled():
+    from pst.train.evaluate import autocast_for
+
+    lin = nn.Linear(8, 4)
+    x = torch.randn(3, 8)
+    with autocast_for(torch.device("cpu"), True):
+        y = lin(x)
+    assert y.dtype == torch.bfloat16
+    # the same result as float32 within bfloat16's precision (8 bits of mantissa)
+    torch.testing.assert_close(y.float(), lin(x), atol=0.05, rtol=0.02)
+    with autocast_for(torch.device("cpu"), False):
+        assert lin(x).dtype == torch.float32
+
+
+def test_setup_runtime_enables_cpu_amp_only_with_native_bfloat16(monkeypatch):
+    import pst.train.runtime as runtime
+
+    cfg = tiny_config("amp=true")
+    for native in (True, False):
+        monkeypatch.setattr(runtime, "cpu_has_bf16", lambda native=native: native)
+        assert runtime.setup_runtime(cfg, "cpu").amp is native
+    monkeypatch.setattr(runtime, "cpu_has_bf16", lambda: True)
+    assert runtime.setup_runtime(tiny_config("amp=false"), "cpu").amp is False
+
+
+def test_cpu_has_bf16_reads_the_cpu_flags():
+    from pst.train.runtime import cpu_has_bf16
+
+    try:
+        flags = next(line for line in open("/proc/cpuinfo") if line.startswith("flags")).split(":", 1)[1].split()
+    except (OSError, StopIteration):
+        pytest.skip("no /proc/cpuinfo flags on this system")
+    assert cpu_has_bf16() == ("avx512_bf16" in flags or "amx_bf16" in flags)

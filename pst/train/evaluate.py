@@ -37,9 +37,13 @@ logger = logging.getLogger(__name__)
 
 
 def autocast_for(device: torch.device, enabled: bool):
-    """bfloat16 autocast on a GPU that supports it (float16 otherwise); nothing on CPU."""
-    if not enabled or device.type != "cuda":
+    """bfloat16 autocast on a GPU that supports it (float16 otherwise) and on a CPU
+    (:func:`pst.train.runtime.setup_runtime` enables it there only where the CPU computes
+    bfloat16 natively); nothing on other devices."""
+    if not enabled or device.type not in ("cuda", "cpu"):
         return contextlib.nullcontext()
+    if device.type == "cpu":
+        return torch.autocast(device_type="cpu", dtype=torch.bfloat16)
     dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
     return torch.autocast(device_type="cuda", dtype=dtype)
 
@@ -301,6 +305,7 @@ def evaluate_checkpoint(path, *, seed: int | None = None, style: str | None = No
     from pst.io import write_json
     from pst.train.checkpoint import find_checkpoints, load_checkpoint
     from pst.train.data import build_dataset
+    from pst.train.runtime import amp_enabled
 
     if n_scenes is not None and n_scenes < 1:
         raise ValueError(f"n_scenes should be >= 1, got {n_scenes}")
@@ -322,7 +327,7 @@ def evaluate_checkpoint(path, *, seed: int | None = None, style: str | None = No
         modes = [mode] if mode else cfg.categories
         res = {}
         for m in modes:
-            res[m] = evaluate_net(net, ds, cfg, device=device, mode=m)
+            res[m] = evaluate_net(net, ds, cfg, device=device, mode=m, amp=amp_enabled(cfg, device))
         results[stage] = {**res[modes[0]], "checkpoint": str(ckpt), "by_category": res} if len(modes) > 1 \
             else {**res[modes[0]], "checkpoint": str(ckpt)}
         logger.info("%s: PQ %.3f mIoU %.3f AP %.3f", stage, results[stage]["PQ"], results[stage]["mIoU"],

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import logging
 import random
 from dataclasses import dataclass
@@ -11,7 +12,7 @@ import torch
 
 from pst.train.distributed import DistInfo, init_from_env, resolve_device
 
-__all__ = ["Runtime", "setup_runtime", "seed_everything", "make_scaler"]
+__all__ = ["Runtime", "setup_runtime", "seed_everything", "make_scaler", "amp_enabled", "cpu_has_bf16"]
 
 logger = logging.getLogger(__name__)
 
@@ -54,8 +55,29 @@ def setup_runtime(cfg, device: str | torch.device | None = None) -> Runtime:
     else:
         torch.backends.cudnn.benchmark = True
     seed_everything(cfg.seed)
-    amp = bool(cfg.amp and dev.type == "cuda")
-    return Runtime(device=dev, dist=info, amp=amp)
+    return Runtime(device=dev, dist=info, amp=amp_enabled(cfg, dev))
+
+
+def amp_enabled(cfg, device: torch.device) -> bool:
+    """Whether ``cfg.amp`` turns autocast on for ``device``: on a GPU, and on a CPU that
+    computes bfloat16 natively. Training and every evaluation of its checkpoints use it,
+    so that ``pst evaluate`` reproduces the numbers of the run."""
+    return bool(cfg.amp and (device.type == "cuda" or (device.type == "cpu" and cpu_has_bf16())))
+
+
+@functools.lru_cache(maxsize=1)
+def cpu_has_bf16() -> bool:
+    """Whether this CPU computes bfloat16 natively (AVX512-BF16 or AMX-BF16, Linux flags).
+    Elsewhere CPU autocast would emulate bfloat16 and run slower than float32."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("flags"):
+                    flags = set(line.split(":", 1)[1].split())
+                    return bool(flags & {"avx512_bf16", "amx_bf16"})
+    except OSError:
+        pass
+    return False
 
 
 def make_scaler(rt: Runtime):
