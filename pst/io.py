@@ -10,6 +10,7 @@ or the new one, plus at worst a stray ``.tmp-<name>.<random>`` file, which
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import io
 import json
 import logging
@@ -27,6 +28,8 @@ __all__ = [
     "write_text",
     "write_json",
     "save_png",
+    "png_bytes",
+    "file_sha256",
     "torch_save",
     "read_png",
     "remove_stale_temps",
@@ -98,8 +101,9 @@ def write_json(path: str | os.PathLike, obj: Any, indent: int = 2) -> None:
     write_text(path, json.dumps(obj, indent=indent, sort_keys=False) + "\n")
 
 
-def save_png(path: str | os.PathLike, array: np.ndarray) -> None:
-    """Write a uint8 / uint16 [H, W] or uint8 [H, W, 3|4] array as a PNG, atomically."""
+def png_bytes(array: np.ndarray) -> bytes:
+    """The PNG encoding of a uint8 / uint16 [H, W] or uint8 [H, W, 3|4] array (the same
+    array always gives the same bytes)."""
     from PIL import Image
 
     array = np.asarray(array)
@@ -113,7 +117,21 @@ def save_png(path: str | os.PathLike, array: np.ndarray) -> None:
         )
     buf = io.BytesIO()
     image.save(buf, format="PNG")
-    write_bytes(path, buf.getvalue())
+    return buf.getvalue()
+
+
+def save_png(path: str | os.PathLike, array: np.ndarray) -> None:
+    """Write a uint8 / uint16 [H, W] or uint8 [H, W, 3|4] array as a PNG, atomically."""
+    write_bytes(path, png_bytes(array))
+
+
+def file_sha256(path: str | os.PathLike) -> str:
+    """The SHA-256 hex digest of a file's bytes, read in 1 MiB chunks."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
 
 
 def read_png(path: str | os.PathLike) -> np.ndarray:
