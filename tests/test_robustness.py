@@ -70,6 +70,7 @@ def _fail_fsync_after(monkeypatch, n: int, err: int = errno.ENOSPC):
         return real(fd)
 
     monkeypatch.setattr(os, "fsync", fsync)
+    return calls
 
 
 # --------------------------------------------------------------------------- one writer per folder
@@ -381,7 +382,9 @@ def test_torch_save_names_the_cause_of_a_refused_write(tmp_path, monkeypatch):
 def test_interrupted_export_is_not_published_and_a_rerun_equals_a_clean_export(source_ckpt, tmp_path, capsys,
                                                                                monkeypatch):
     args = ["--checkpoint", source_ckpt, "--limit", "3"]
+    writes = _fail_fsync_after(monkeypatch, 10**9)  # counts the files an export writes
     assert run_cli(["export", *args, "--out", tmp_path / "clean"], capsys)[0] == 0
+    monkeypatch.undo()
     clean = _tree(tmp_path / "clean")
     assert {k.split("/")[0] for k in clean} == {"panoptic", "panoptic.json", "semantic", "instance", "export.json"}
     manifest = json.loads(clean["export.json"])
@@ -394,6 +397,13 @@ def test_interrupted_export_is_not_published_and_a_rerun_equals_a_clean_export(s
     assert sorted(p.name for p in out.iterdir()) == [".pst-export-partial", LOCK_NAME]  # nothing looks finished
     assert run_cli(["export", *args, "--out", out], capsys)[0] == 0
     assert _tree(out) == clean
+    # the disk is full when the last file, the manifest, is written: nothing is moved into place
+    _fail_fsync_after(monkeypatch, writes[0] - 1)
+    code, err = run_cli(["export", *args, "--out", tmp_path / "last"], capsys)
+    monkeypatch.undo()
+    assert code == 1 and last_line(err) == ("pst export: error: no space left on device while writing "
+                                            f"{tmp_path / 'last' / '.pst-export-partial' / 'export.json'}")
+    assert sorted(p.name for p in (tmp_path / "last").iterdir()) == [".pst-export-partial", LOCK_NAME]
 
     # an export over a finished one replaces its entries; interrupted, it leaves the old one whole
     _fail_fsync_after(monkeypatch, 1)

@@ -2,13 +2,13 @@
 with :mod:`pst.formats.cityscapes`: panoptic PNG + JSON, labelIds PNGs, instance txt +
 mask PNGs.
 
-An export is complete or visibly not. Everything is written into ``<out>/.pst-export-partial/``
-first; only when every image is done are its entries (``panoptic/`` + ``panoptic.json``,
-``semantic/``, ``instance/``) moved into ``<out>`` (replacing those of an earlier export) and
-``<out>/export.json`` (what was exported, from which checkpoint) written last. An interrupted
-export leaves its files in the partial folder only, which the next export into ``<out>``
-deletes before it starts again; folders of ``<out>`` without ``export.json`` beside them are
-not an export's finished output.
+An export is complete or visibly not. Everything is written into ``<out>/.pst-export-partial/``,
+``export.json`` (what was exported, from which checkpoint) last; only when all of it is written
+are its entries (``panoptic/`` + ``panoptic.json``, ``semantic/``, ``instance/``) moved into
+``<out>``, replacing those of an earlier export, and ``export.json`` after them: renames, which
+need no room on the disk. An interrupted export leaves its files in the partial folder only,
+which the next export into ``<out>`` deletes before it starts again; folders of ``<out>``
+without ``export.json`` beside them are not an export's finished output.
 """
 
 from __future__ import annotations
@@ -101,10 +101,10 @@ def export_predictions(checkpoint, out_dir, *, dataset: str = "target_val", mode
                 export_instances(partial / "instance", iid, masks.cpu(), labels.cpu(), scores.cpu(), space)
     if exporter is not None:
         exporter.close()
-    _publish(partial, out_dir, [e for f in FORMATS if f in formats for e in _ENTRIES[f]])
-    write_json(out_dir / MANIFEST, {"checkpoint": str(checkpoint), "dataset": dataset,
+    write_json(partial / MANIFEST, {"checkpoint": str(checkpoint), "dataset": dataset,
                                     "mode": mode or cfg.categories[0], "limit": limit, "images": n,
                                     "formats": list(formats)})
+    _publish(partial, out_dir, [e for f in FORMATS if f in formats for e in _ENTRIES[f]] + [MANIFEST])
     shutil.rmtree(partial)
     logger.info("exported %d images to %s", n, out_dir)
     return {"images": n, "out": str(out_dir), "formats": list(formats)}
@@ -112,8 +112,8 @@ def export_predictions(checkpoint, out_dir, *, dataset: str = "target_val", mode
 
 def _publish(partial: Path, out_dir: Path, entries: list[str]) -> None:
     """Move ``entries`` of the finished export in ``partial`` into ``out_dir``, each by a rename
-    within the folder; an earlier export's manifest goes first and its entries of those names
-    are moved aside (into ``partial``, deleted with it)."""
+    within the folder, in order (the manifest last); an earlier export's manifest goes first and
+    its entries of those names are moved aside (into ``partial``, deleted with it)."""
     (out_dir / MANIFEST).unlink(missing_ok=True)
     aside = partial / ".replaced"
     aside.mkdir()
