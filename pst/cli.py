@@ -1,4 +1,11 @@
-"""The ``pst`` command: ``pst <subcommand> ...``; ``pst <subcommand> -h`` for each one's options."""
+"""The ``pst`` command: ``pst <subcommand> ...``; ``pst <subcommand> -h`` for each one's options.
+
+Errors end the command with one line on stderr, ``pst <subcommand>: error: <message>``, and a
+non-zero exit code: 2 for bad input (config, arguments, files that are not what they should
+be), 1 when the system or another process stands in the way (full disk, permission denied,
+read-only folder, a run folder held by another pst process). ``--log-level DEBUG`` adds the
+traceback.
+"""
 
 from __future__ import annotations
 
@@ -6,6 +13,8 @@ import argparse
 import importlib
 import logging
 import sys
+
+from pst.train.runlock import RunFolderBusy
 
 # Each module defines register(subparsers) -> None, which adds its parser and sets
 # ``func`` (called with the parsed namespace; returns an exit code or None).
@@ -47,10 +56,22 @@ def main(argv: list[str] | None = None) -> int:
         code = args.func(args)
     except (ValueError, FileNotFoundError, KeyError, TypeError) as exc:
         # user errors (bad config, missing files): one clear line, no traceback
-        logging.getLogger("pst").debug("error details", exc_info=True)
-        print(f"pst {args.command}: error: {exc}", file=sys.stderr)
-        return 2
+        return _error(args, exc, 2)
+    except (OSError, RunFolderBusy) as exc:
+        # the system refused (pst.io.WriteError names the file and the cause) or the run
+        # folder is another process's: one line too
+        return _error(args, exc, 1)
     return int(code or 0)
+
+
+def _error(args, exc: BaseException, code: int) -> int:
+    logging.getLogger("pst").debug("error details", exc_info=True)
+    text = str(exc)
+    if isinstance(exc, OSError) and exc.strerror and exc.filename and text.startswith("[Errno"):
+        # a bare OSError: "[Errno 13] Permission denied: 'x'" -> "permission denied: x"
+        text = f"{exc.strerror[:1].lower()}{exc.strerror[1:]}: {exc.filename}"
+    print(f"pst {args.command}: error: {text}", file=sys.stderr)
+    return code
 
 
 if __name__ == "__main__":

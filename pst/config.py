@@ -45,6 +45,10 @@ __all__ = [
     "find_config",
     "shipped_configs",
     "CONFIG_DIRS",
+    "RESUME_RULES",
+    "INIT_KEYS",
+    "config_changes",
+    "resume_rule",
 ]
 
 # Shipped configs: the repository's configs/ (editable installs, checkouts) and a copy
@@ -582,3 +586,113 @@ def load_config(source: str | Path | dict | None = None, overrides: list[str] | 
 def dump_config(cfg: Config) -> str:
     """YAML text of a config (round-trips through :func:`load_config`)."""
     return yaml.safe_dump(config_to_dict(cfg), sort_keys=False)
+
+
+# --------------------------------------------------------------------------- resuming
+
+# What a run may change when it continues a checkpoint (``--resume``), key by key: first
+# matching pattern wins (fnmatch on the dotted key; ``*`` spans dots). "refuse": the key
+# changes the network's shapes or what the training means, so the checkpoint's state does not
+# fit (or would silently continue another experiment); "allow": how the run is carried out,
+# logged when it differs. A refused key with stages matters only to those stages: resuming
+# another stage allows it. Every key of Config must match a rule (a test checks this), so a
+# new key needs a decision here.
+RESUME_RULES: tuple[tuple[str, str, tuple[str, ...], str], ...] = (
+    # (pattern, verdict, stages it matters to (empty: all), why)
+    ("name", "allow", (), "a label for reports"),
+    ("device", "allow", (), "where it runs, not what it computes"),
+    ("amp", "allow", (), "precision of the same computation"),
+    ("threads", "allow", (), "CPU threads"),
+    ("deterministic", "allow", (), "repeatability of the same computation"),
+    ("oracle", "allow", (), "whether the demo trains an oracle stage at all"),
+    ("seed", "refuse", (), "sample order, augmentations and initial weights"),
+    ("label_space", "refuse", (), "the classes: output shapes and label meaning"),
+    ("categories", "refuse", (), "which instance models exist (shapes)"),
+    ("model.pretrained", "allow", (), "initial weights only; resumed weights come from the checkpoint"),
+    ("model.*", "refuse", (), "network architecture and shapes"),
+    ("loss.*", "refuse", (), "what is minimised"),
+    ("augment.*", "refuse", (), "the training distribution"),
+    ("data.size", "refuse", (), "training crop size"),
+    ("data.batch_size", "refuse", (), "what a step is and which samples it draws"),
+    ("data.eval_size", "allow", (), "evaluation only"),
+    ("data.num_workers", "allow", (), "loading speed"),
+    ("data.cache", "allow", (), "loading speed"),
+    ("data.*.root", "allow", (), "where the dataset lies (it may move)"),
+    ("data.target_val.*", "allow", (), "held-out evaluation only"),
+    ("data.source.*", "refuse", ("source", "selftrain"), "the labelled training data"),
+    ("data.target.*", "refuse", ("oracle", "selftrain"), "the target training data"),
+    ("source.steps", "allow", (), "how long to train (the schedule follows the new length)"),
+    ("source.checkpoint_every", "allow", (), "checkpoint frequency"),
+    ("source.log_every", "allow", (), "logging frequency"),
+    ("source.*", "refuse", ("source", "oracle"), "the optimiser and its schedule"),
+    ("selftrain.steps", "allow", (), "how long to train (the schedule follows the new length)"),
+    ("selftrain.eval_every", "allow", (), "evaluation frequency"),
+    ("selftrain.checkpoint_every", "allow", (), "checkpoint frequency"),
+    ("selftrain.log_every", "allow", (), "logging frequency"),
+    ("selftrain.*", "refuse", ("selftrain",), "the self-training recipe (teacher, pseudo-labels, losses)"),
+    ("eval.*", "allow", (), "evaluation only"),
+)
+
+# ``--init`` (self-training from a source checkpoint): only the weights have to fit
+INIT_KEYS = ("label_space", "categories", "model.*")
+INIT_EXEMPT = ("model.pretrained",)  # replaced by the checkpoint's weights
+
+
+def resume_rule(key: str) -> tuple[str, str, tuple[str, ...], str] | None:
+    """The rule of :data:`RESUME_RULES` for a dotted key, None when none matches."""
+    import fnmatch
+
+    return next((r for r in RESUME_RULES if fnmatch.fnmatchcase(key, r[0])), None)
+
+
+def _flatten(d: dict, prefix: str = "") -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for k, v in d.items():
+        key = f"{prefix}{k}"
+        if isinstance(v, dict) and v:
+            out.update(_flatten(v, key + "."))
+        else:
+            out[key] = v
+    return out
+
+
+_ABSENT = "(absent)"
+
+
+def config_changes(old: dict, new: Config | dict, *, stage: str | None = None,
+                   only: tuple[str, ...] | None = None) -> tuple[list[tuple], list[tuple]]:
+    """Compare a checkpoint's config (``old``, a nested dict) with the requested one.
+
+    Args:
+        stage: the stage being resumed ("source", "oracle", "selftrain"): refused keys that
+            matter only to other stages are allowed.
+        only: compare just the keys matching these patterns (e.g. :data:`INIT_KEYS`); all of
+            them are then refused when they differ.
+    Returns:
+        ``(refused, allowed)``: lists of ``(key, old value, new value, why)``, in key order.
+    """
+    import fnmatch
+
+    if dataclasses.is_dataclass(new):
+        new = config_to_dict(new)
+    try:  # an older checkpoint lacks newer keys: they had their defaults
+        old = config_to_dict(config_from_dict(old))
+    except (KeyError, TypeError, ValueError):
+        pass
+    a, b = _flatten(old), _flatten(new)
+    refused, allowed = [], []
+    for key in sorted(set(a) | set(b)):
+        va, vb = a.get(key, _ABSENT), b.get(key, _ABSENT)
+        if va == vb:
+            continue
+        if only is not None:
+            if any(fnmatch.fnmatchcase(key, p) for p in only) and key not in INIT_EXEMPT:
+                refused.append((key, va, vb, "the weights of the checkpoint depend on it"))
+            continue
+        rule = resume_rule(key) or (key, "refuse", (), "not classified in pst.config.RESUME_RULES")
+        _, verdict, stages, why = rule
+        if verdict == "refuse" and (not stages or stage is None or stage in stages):
+            refused.append((key, va, vb, why))
+        else:
+            allowed.append((key, va, vb, why if verdict == "allow" else f"not used by the {stage} stage"))
+    return refused, allowed

@@ -332,7 +332,12 @@ def test_check_dataset_lists_every_problem(tmp_path):
     assert "label ids [99]" in report.errors[2]
     assert any("notes.txt: ignored" in w for w in report.warnings)
     assert "FAILED" in report.format()
-    assert check_dataset("cityscapes", tmp_path, limit=1).n_decoded == 1
+    # only what loaded counts as decoded: the corrupt image and the bad label ids do not
+    assert report.n_decoded == 1 and report.failed == report.errors[1:]
+    # the first sample left is the corrupt image (before issue 17 this counted it as decoded)
+    first = check_dataset("cityscapes", tmp_path, limit=1)
+    assert first.n_decoded == 0 and len(first.failed) == 1 and "aachen_000001" in first.failed[0]
+    assert check_dataset("cityscapes", tmp_path, limit=2).n_decoded == 0
 
 
 def test_check_dataset_gta5_synthia_and_bad_args(tmp_path):

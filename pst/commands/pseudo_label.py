@@ -30,9 +30,11 @@ def register(sub) -> None:
 
 def run(args) -> int:
     from pst.train.pseudo import write_pseudo_labels
+    from pst.train.runlock import hold_run_folder
 
-    r = write_pseudo_labels(args.checkpoint, args.out, dataset=args.dataset, which=args.which, mode=args.mode,
-                            resume=not args.overwrite, limit=args.limit, batch_size=args.batch_size,
-                            device=args.device)
+    with hold_run_folder(args.out):  # one writer per folder (pst.train.runlock)
+        r = write_pseudo_labels(args.checkpoint, args.out, dataset=args.dataset, which=args.which, mode=args.mode,
+                                resume=not args.overwrite, limit=args.limit, batch_size=args.batch_size,
+                                device=args.device)
     print(json.dumps(r))
     return 0

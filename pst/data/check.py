@@ -29,13 +29,17 @@ DATASETS = ("cityscapes", "gta5", "synthia")
 
 @dataclass
 class CheckReport:
-    """Result of :func:`check_dataset`: ``errors`` (the tree cannot be used as is) and ``warnings``."""
+    """Result of :func:`check_dataset`: ``errors`` (the tree cannot be used as is) and ``warnings``.
+
+    ``n_decoded`` counts the samples that loaded, ``failed`` lists the ones that did not (each
+    message names the file and the reason; they are among ``errors`` too)."""
 
     dataset: str
     root: str
     split: str
     n_samples: int = 0
     n_decoded: int = 0
+    failed: list[str] = field(default_factory=list)
     errors: list[str] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
 
@@ -47,8 +51,11 @@ class CheckReport:
         return {**asdict(self), "ok": self.ok}
 
     def format(self, max_lines: int = 50) -> str:
+        failed = f", {len(self.failed)} failed" if self.failed else ""
+        if len(self.failed) == 1:
+            failed += f": {self.failed[0]}"
         head = (f"{self.dataset} at {self.root} (split {self.split!r}): {self.n_samples} samples found, "
-                f"{self.n_decoded} decoded; {len(self.errors)} errors, {len(self.warnings)} warnings")
+                f"{self.n_decoded} decoded{failed}; {len(self.errors)} errors, {len(self.warnings)} warnings")
         lines = [head]
         for kind, msgs in (("error", self.errors), ("warning", self.warnings)):
             for m in msgs[:max_lines]:
@@ -95,8 +102,10 @@ def check_dataset(name: str, root: str | os.PathLike, split: str | None = None, 
             try:
                 ds.load(i)
             except (ValueError, FileNotFoundError, OSError) as exc:
+                report.failed.append(str(exc))
                 report.errors.append(str(exc))
-            report.n_decoded += 1
+            else:
+                report.n_decoded += 1
     report.warnings.extend(captured.messages)
     return report
 

@@ -32,7 +32,7 @@ import torch
 
 from pst.io import torch_save
 
-__all__ = ["FORMAT", "save_checkpoint", "load_checkpoint", "find_checkpoints"]
+__all__ = ["FORMAT", "save_checkpoint", "load_checkpoint", "find_checkpoints", "check_config"]
 
 FORMAT = "pst-checkpoint/1"
 STAGES = ("source", "selftrain", "oracle")
@@ -128,6 +128,36 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu", 
     if "model" in require and not isinstance(state["model"], dict):
         raise ValueError(f"{path}: 'model' should be a state dict (name -> tensor), got {type(state['model']).__name__}")
     return state
+
+
+def _show(value: Any) -> str:
+    return value if isinstance(value, str) and value.startswith("(") else repr(value)
+
+
+def check_config(state: dict[str, Any], cfg, path: str | Path, *, stage: str | None = None,
+                 init: bool = False) -> None:
+    """Refuse to continue checkpoint ``state`` (read from ``path``) under a config that does
+    not fit it; log the settings that changed but may.
+
+    ``init=False`` (``--resume``): every key, classified by :data:`pst.config.RESUME_RULES`
+    for ``stage``. ``init=True`` (self-training from a source checkpoint): only the keys its
+    weights depend on, :data:`pst.config.INIT_KEYS`.
+
+    Raises:
+        ValueError: listing each refused key with the checkpoint's value and the requested one.
+    """
+    from pst.config import INIT_KEYS, config_changes
+
+    refused, allowed = config_changes(state["config"], cfg, stage=stage, only=INIT_KEYS if init else None)
+    what = "initialise from" if init else "resume"
+    if allowed:
+        logger.info("%s: settings changed since the checkpoint (allowed): %s", path,
+                    "; ".join(f"{k} {_show(a)} -> {_show(b)}" for k, a, b, _ in allowed))
+    if refused:
+        lines = "\n".join(f"  {k}: {_show(a)} in the checkpoint, {_show(b)} now ({why})" for k, a, b, why in refused)
+        raise ValueError(f"{path}: cannot {what} this checkpoint with a different config; these settings differ "
+                         f"from the checkpoint's:\n{lines}\nuse the checkpoint's values"
+                         + ("" if init else ", or start the run again in another folder"))
 
 
 def find_checkpoints(path: str | Path) -> dict[str, Path]:

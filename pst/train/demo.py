@@ -28,6 +28,7 @@ from pst.train.checkpoint import load_checkpoint
 from pst.train.data import build_dataset, maybe_cache
 from pst.train.evaluate import evaluate_net, net_from_checkpoint
 from pst.train.report import gap_closed, write_report
+from pst.train.runlock import holds_run_folder, join_parent_hold
 from pst.train.runtime import setup_runtime
 from pst.train.selftrain import self_train
 from pst.train.source import train_supervised
@@ -74,7 +75,8 @@ def _stage_main(cfg_dict: dict, out_dir: str, stage: str, resume: bool, device, 
 
     logging.basicConfig(level=level, format=f"%(asctime)s {stage} %(levelname)s %(name)s: %(message)s")
     cfg = dataclasses.replace(config_from_dict(cfg_dict), threads=threads)
-    train_supervised(cfg, out_dir, stage=stage, resume=resume, progress=False, device=device)
+    with join_parent_hold(out_dir):  # the demo process holds out_dir for its whole run
+        train_supervised(cfg, out_dir, stage=stage, resume=resume, progress=False, device=device)
 
 
 def _start_stage_process(cfg, out_dir: Path, stage: str, *, resume: bool, device, threads: int):
@@ -87,11 +89,15 @@ def _start_stage_process(cfg, out_dir: Path, stage: str, *, resume: bool, device
     return proc
 
 
+@holds_run_folder("out_dir")
 def run_demo(cfg, out_dir: str | Path, *, resume: bool = False, progress: bool = True,
              device: str | None = None) -> dict:
     """Run the demo pipeline into ``out_dir``; returns the metrics dict (also in
     ``out_dir/metrics.json``): ``source_only``, ``self_trained``, ``oracle`` (fractions,
-    primary category mode), ``gap_closed``, ``by_category``, ``timing``, ``wall_seconds``."""
+    primary category mode), ``gap_closed``, ``by_category``, ``timing``, ``wall_seconds``.
+
+    The demo process holds ``out_dir``'s lock throughout; the oracle stage's side-by-side
+    process works under it (:func:`pst.train.runlock.join_parent_hold`)."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     t0, c0 = time.perf_counter(), time.process_time()

@@ -35,7 +35,7 @@ import torch
 from pst.config import config_to_dict
 from pst.io import remove_stale_temps
 from pst.labels import IGNORE
-from pst.train.checkpoint import load_checkpoint, save_checkpoint
+from pst.train.checkpoint import check_config, load_checkpoint, save_checkpoint
 from pst.train.data import StepSampler, build_dataset, load_batch, maybe_cache, photometric, step_generator
 from pst.train.distributed import barrier
 from pst.train.ema import ema_update, make_teacher, recalibrate_bn
@@ -44,6 +44,7 @@ from pst.train.model import build_optimizer, build_panoptic_net, set_lr
 from pst.train.objectives import group_mask, instance_terms, supervised_losses
 from pst.train.pseudo import ClassPrior, instance_pseudo_labels, semantic_pseudo_labels
 from pst.train.pseudo_quality import PseudoLabelQuality, mode_instance_maps
+from pst.train.runlock import holds_run_folder
 from pst.train.runtime import make_scaler, setup_runtime
 from pst.train.source import _check_finite, _diverged, optimizer_step, wrap_ddp
 
@@ -86,6 +87,7 @@ def _recalibrate_on_target(net, teacher, target, cfg, device: torch.device) -> i
     return n
 
 
+@holds_run_folder("out_dir")
 def self_train(cfg, out_dir: str | Path, *, init: str | Path, resume: bool = False, max_steps: int | None = None,
                device: str | torch.device | None = None, progress: bool = True,
                on_finish=None) -> Path | None:
@@ -95,6 +97,7 @@ def self_train(cfg, out_dir: str | Path, *, init: str | Path, resume: bool = Fal
     The checkpoint's ``extra`` holds ``history`` (losses), ``curve`` (target-val PQ /
     mIoU / AP per category mode every ``eval_every`` steps, step 0 = the source model)
     and ``timing``. ``on_finish(net, teacher)`` is called on every process at the end.
+    The process holds ``out_dir``'s lock while it runs (:mod:`pst.train.runlock`).
     """
     from pst.cluster import sample_anchors
     from pst.losses import embedding_consistency, focal_ce
@@ -102,10 +105,18 @@ def self_train(cfg, out_dir: str | Path, *, init: str | Path, resume: bool = Fal
     out_dir = Path(out_dir)
     final = out_dir / "selftrain.pt"
     last = out_dir / "selftrain" / "last.pt"
-    if resume and final.is_file():
+    if resume and final.is_file():  # kept as it is, if it fits the config
+        check_config(load_checkpoint(final), cfg, final, stage="selftrain")
         logger.info("selftrain: finished already (%s)", final)
         return final
     rt = setup_runtime(cfg, device)
+    init_state = load_checkpoint(init, map_location=rt.device)
+    check_config(init_state, cfg, init, init=True)
+    state = None
+    if resume and last.is_file():
+        state = load_checkpoint(last, map_location=rt.device,
+                                require=("config", "model", "teacher", "optimizer", "step", "extra"))
+        check_config(state, cfg, last, stage="selftrain")
     if rt.is_main:  # temporaries of writes that a kill interrupted
         remove_stale_temps(out_dir, recursive=False)
         remove_stale_temps(last.parent)
@@ -121,7 +132,6 @@ def self_train(cfg, out_dir: str | Path, *, init: str | Path, resume: bool = Fal
     t_sampler = StepSampler(len(target), bs, seed=cfg.seed + 13, rank=rt.dist.rank, world_size=rt.dist.world_size)
 
     net = build_panoptic_net(cfg).to(rt.device)
-    init_state = load_checkpoint(init, map_location=rt.device)
     net.load_state_dict(init_state["model"])
     teacher = make_teacher(net)
     prior = ClassPrior(space.num_classes, momentum=st.prior_momentum)
@@ -133,9 +143,7 @@ def self_train(cfg, out_dir: str | Path, *, init: str | Path, resume: bool = Fal
         st.eval_every and cfg.data.target.has_labels and rt.is_main) else None
     timing = {k: 0.0 for k in TIMING_KEYS}
     timed_steps = 0
-    if resume and last.is_file():
-        state = load_checkpoint(last, map_location=rt.device,
-                                require=("config", "model", "teacher", "optimizer", "step", "extra"))
+    if state is not None:
         net.load_state_dict(state["model"])
         teacher.load_state_dict(state["teacher"])
         optimizer.load_state_dict(state["optimizer"])

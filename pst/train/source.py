@@ -19,12 +19,13 @@ import torch
 
 from pst.config import config_to_dict
 from pst.io import remove_stale_temps
-from pst.train.checkpoint import load_checkpoint, save_checkpoint
+from pst.train.checkpoint import check_config, load_checkpoint, save_checkpoint
 from pst.train.data import StepSampler, build_dataset, load_batch, maybe_cache, step_generator
 from pst.train.distributed import barrier, broadcast_module, sync_buffers
 from pst.train.evaluate import autocast_for
 from pst.train.model import build_optimizer, build_panoptic_net, set_lr
 from pst.train.objectives import supervised_losses
+from pst.train.runlock import holds_run_folder
 from pst.train.runtime import Runtime, make_scaler, setup_runtime
 
 __all__ = ["train_supervised", "wrap_ddp", "optimizer_step"]
@@ -83,6 +84,7 @@ def _check_finite(losses: dict, step: int) -> None:
         raise FloatingPointError(f"step {step}: non-finite loss terms {bad}")
 
 
+@holds_run_folder("out_dir")
 def train_supervised(cfg, out_dir: str | Path, *, stage: str = "source", resume: bool = False,
                      max_steps: int | None = None, device: str | torch.device | None = None,
                      progress: bool = True,
@@ -98,16 +100,24 @@ def train_supervised(cfg, out_dir: str | Path, *, stage: str = "source", resume:
         max_steps: stop (with a resumable checkpoint) once this many steps are done.
         on_finish: optional ``callable(net, teacher)`` called on every process at the end
             (teacher None here), e.g. to compare the processes' weights under DDP.
+
+    The process holds ``out_dir``'s lock while it runs (rank 0 under torchrun;
+    :mod:`pst.train.runlock`): a second process training into that folder is refused.
     """
     if stage not in ("source", "oracle"):
         raise ValueError(f"stage should be 'source' or 'oracle', got {stage!r}")
     out_dir = Path(out_dir)
     final = out_dir / f"{stage}.pt"
     last = out_dir / stage / "last.pt"
-    if resume and final.is_file():
+    if resume and final.is_file():  # kept as it is, if it fits the config
+        check_config(load_checkpoint(final), cfg, final, stage=stage)
         logger.info("%s: finished already (%s)", stage, final)
         return final
     rt = setup_runtime(cfg, device)
+    state = None
+    if resume and last.is_file():
+        state = load_checkpoint(last, map_location=rt.device, require=("config", "model", "optimizer", "step"))
+        check_config(state, cfg, last, stage=stage)
     if rt.is_main:  # temporaries of writes that a kill interrupted
         remove_stale_temps(out_dir, recursive=False)
         remove_stale_temps(out_dir / stage)
@@ -125,8 +135,7 @@ def train_supervised(cfg, out_dir: str | Path, *, stage: str = "source", resume:
     optimizer = build_optimizer(net, scfg)
     scaler = make_scaler(rt)
     start, history = 0, []
-    if resume and last.is_file():
-        state = load_checkpoint(last, map_location=rt.device, require=("config", "model", "optimizer", "step"))
+    if state is not None:
         net.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
         if scaler is not None and state.get("scaler"):
