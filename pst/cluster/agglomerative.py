@@ -28,7 +28,7 @@ from scipy.sparse.csgraph import connected_components
 from sklearn.base import BaseEstimator, ClusterMixin
 from sklearn.utils.validation import check_array
 
-from pst._ops import ops
+from pst._interrupt import interruptible_ops as ops  # every op call stops on Ctrl-C
 from pst.cluster._knn import KNN_BACKENDS, knn_graph
 from pst.cluster._validation import check_points, check_scalar, is_tensor_like, to_numpy
 

@@ -17,7 +17,7 @@ import torch
 from sklearn.base import BaseEstimator, ClusterMixin
 from sklearn.utils.validation import check_is_fitted
 
-from pst._ops import ops
+from pst._interrupt import interruptible_ops as ops  # every op call stops on Ctrl-C
 from pst.cluster._validation import (
     check_bandwidth,
     check_points,
