@@ -37,12 +37,24 @@ def has_kernel(op: str, dispatch_key: str) -> bool:
     return torch._C._dispatch_has_kernel_for_dispatch_key(f"pst::{op}", dispatch_key)
 
 
+def native_library() -> ctypes.CDLL:
+    """The loaded op library (``pst._C`` or ``PST_OPS_LIB``) through ctypes, for its few plain C
+    functions (``pst_cpu_isa``, ``pst_sigint_arm`` / ``pst_sigint_disarm``)."""
+    global _NATIVE
+    if _NATIVE is None:
+        _NATIVE = ctypes.CDLL(_LIB or _C.__file__)
+    return _NATIVE
+
+
+_NATIVE: ctypes.CDLL | None = None
+
+
 def cpu_isa() -> str:
     """The vector instruction set of the CPU kernels' inner loops on this machine: "avx512",
     "avx2" or "baseline" (picked at load time; cap it with ``PST_CPU_ISA=avx2|baseline``)."""
     if _C is not None:
         return _C.cpu_isa()
-    fn = ctypes.CDLL(_LIB).pst_cpu_isa
+    fn = native_library().pst_cpu_isa
     fn.restype = ctypes.c_char_p
     return fn().decode()
 

@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 import scipy.sparse as sp
 import torch
+from scipy.sparse.csgraph import connected_components
 from sklearn.cluster import AgglomerativeClustering as SkAgglomerative
 from sklearn.datasets import make_blobs
 from sklearn.neighbors import kneighbors_graph
@@ -209,17 +210,36 @@ def test_matches_sklearn_distance_threshold(generic, linkage, threshold):
     np.testing.assert_allclose(ours.distances_, sk.distances_, rtol=1e-12, atol=1e-12)
 
 
+def joins_components(labels, conn) -> bool:
+    """Whether a cluster holds points of two connected components of the graph conn."""
+    _, comp = connected_components(conn, directed=False)
+    return any(len(set(comp[labels == c].tolist())) > 1 for c in set(labels.tolist()))
+
+
 @pytest.mark.parametrize("linkage", LINKAGES)
 def test_disconnected_graph_completed_like_sklearn(linkage):
+    """Same clusters as scikit-learn; the warning comes exactly when completing the graph changed
+    the clusters (one of them joins two components), not on every fit as scikit-learn's."""
     x, _ = make_blobs(500, n_features=3, centers=5, cluster_std=0.3, random_state=0)
     conn = kneighbors_graph(x, 3, include_self=False)
-    for kw in ({"n_clusters": 8}, {"n_clusters": None, "distance_threshold": 2.0}):
+    seen = set()
+    for kw in ({"n_clusters": 8}, {"n_clusters": 1}, {"n_clusters": None, "distance_threshold": 2.0},
+               {"n_clusters": None, "distance_threshold": 0.5}):
         sk = sk_fit(x, conn, linkage=linkage, **kw)
-        with pytest.warns(UserWarning, match=r"number of connected components of the connectivity matrix is"):
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
             ours = AgglomerativeClustering(linkage=linkage, n_neighbors=3, knn_backend="pst", **kw).fit(x)
         assert ours.n_connected_components_ == sk.n_connected_components_ > 1
         assert ours.n_clusters_ == sk.n_clusters_
         assert same_partition(ours.labels_, sk.labels_)
+        warned = [w for w in caught if "connected components" in str(w.message)]
+        expected = joins_components(sk.labels_, conn)
+        assert len(warned) == int(expected), (kw, [str(w.message) for w in caught])
+        if warned:
+            assert f"has {sk.n_connected_components_} connected components" in str(warned[0].message)
+            assert warned[0].filename == __file__  # points at the caller's fit()
+        seen.add(expected)
+    assert seen == {True, False}  # both cases were exercised
 
 
 @pytest.mark.parametrize("backend", ["auto", "kdtree", "pst", pytest.param("faiss", marks=pytest.mark.skipif(

@@ -240,6 +240,84 @@ def test_sklearn_compatible(estimator, check):
         check(estimator)
 
 
+ESTIMATORS = [pc.MeanShift(bandwidth=2.0), pc.MeanShiftPP(bandwidth=0.5), pc.AgglomerativeClustering()]
+
+
+@pytest.mark.parametrize("estimator", ESTIMATORS, ids=lambda e: type(e).__name__)
+def test_dataframe_column_names_checked_like_sklearn(estimator):
+    """scikit-learn's own check (parametrize_with_checks leaves it out for estimators outside
+    sklearn), then the three cases against scikit-learn's MeanShift as the reference."""
+    pd = pytest.importorskip("pandas")
+    from sklearn.base import clone
+    from sklearn.utils.estimator_checks import check_dataframe_column_names_consistency
+
+    check_dataframe_column_names_consistency(type(estimator).__name__, clone(estimator))
+
+    X = np.random.default_rng(0).normal(size=(60, 3)) * 3
+    df = pd.DataFrame(X, columns=["a", "b", "c"])
+    renamed = df.rename(columns={"b": "z"})
+    for est in (clone(estimator), skc.MeanShift(bandwidth=2.0)):
+        est.fit(df)
+        np.testing.assert_array_equal(est.feature_names_in_, np.array(["a", "b", "c"], dtype=object))
+        assert est.n_features_in_ == 3
+        if not hasattr(est, "predict"):  # AgglomerativeClustering: fit and attributes only
+            est.fit(X)
+            assert not hasattr(est, "feature_names_in_")
+            continue
+        with pytest.raises(ValueError, match="The feature names should match those that were passed during fit"):
+            est.predict(renamed)
+        est.fit(X)
+        assert not hasattr(est, "feature_names_in_")
+        with pytest.warns(UserWarning, match="X has feature names, but .* was fitted without feature names"):
+            est.predict(df)
+        est.fit(df)
+        with pytest.warns(UserWarning, match="X does not have valid feature names, but .* was fitted with"):
+            est.predict(X)
+
+
+@pytest.mark.parametrize("dtype", [np.float16, np.float32, np.float64, np.int64, np.int32, np.bool_])
+def test_cluster_centers_dtype_follows_sklearn(dtype):
+    X = (np.random.default_rng(0).normal(size=(80, 2)) * 3).astype(dtype)
+    sk = skc.MeanShift(bandwidth=2.0).fit(X)
+    for est in (pc.MeanShift(bandwidth=2.0), pc.MeanShiftPP(bandwidth=2.0)):
+        est.fit(X)
+        assert est.cluster_centers_.dtype == sk.cluster_centers_.dtype
+        assert est.labels_.dtype == sk.labels_.dtype
+        assert est.predict(X).dtype == sk.predict(X).dtype
+    ours = pc.MeanShift(bandwidth=2.0).fit(X)
+    assert same_partition(ours.labels_, sk.labels_)
+    tol = 1e-3 if dtype == np.float16 else 1e-6  # scikit-learn averages float16 in float16
+    np.testing.assert_allclose(ours.cluster_centers_.astype(np.float64), sk.cluster_centers_.astype(np.float64),
+                               rtol=tol, atol=tol)
+    # a torch float16 tensor too
+    t = pc.MeanShift(bandwidth=2.0).fit(torch.from_numpy(X))
+    assert t.cluster_centers_.dtype == sk.cluster_centers_.dtype
+
+
+def test_bin_seeding_warns_when_it_keeps_many_seeds():
+    base = np.random.default_rng(0).normal(size=(12_000, 8))
+    X = np.repeat(base, 2, axis=0)  # about two points per bin: binning keeps about half as seeds
+    n_seeds = len(skc.get_bin_seeds(X, 0.5))
+    assert 10_000 <= n_seeds < 24_000
+    with pytest.warns(UserWarning, match=rf"bin_seeding kept {n_seeds} seeds for 24000 points \(50% of them"):
+        pc.MeanShift(bandwidth=0.5, bin_seeding=True, max_iter=0).fit(X)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # few seeds: no warning
+        pc.MeanShift(bandwidth=3.0, bin_seeding=True).fit(X[:2000])
+
+
+def test_progress_bar_same_results(capsys):
+    X, _ = blobs(3000, 3, 4, seed=1)
+    quiet = pc.MeanShift(bandwidth=2.0).fit(X)
+    shown = pc.MeanShift(bandwidth=2.0, progress=True).fit(X)
+    assert "mean shift" in capsys.readouterr().err
+    np.testing.assert_array_equal(shown.labels_, quiet.labels_)
+    np.testing.assert_array_equal(shown.cluster_centers_, quiet.cluster_centers_)
+    assert shown.n_iter_ == quiet.n_iter_
+    sk = skc.MeanShift(bandwidth=2.0).fit(X)
+    assert same_partition(shown.labels_, sk.labels_)
+
+
 # ----------------------------------------------------------------------------- compiled helpers
 
 

@@ -10,9 +10,12 @@
 #include <vector>
 
 #include "checks.h"
+#include "interrupt.h"
 
 namespace pst {
 namespace {
+
+constexpr int64_t kMergesPerCheck = 4096;  // merges (single linkage: edges) between two looks at the interrupt flag
 
 enum class Linkage { kWard, kAverage, kComplete, kSingle };
 
@@ -67,7 +70,8 @@ struct UnionFind {
 
 // Kruskal: merges along the edges by increasing Euclidean distance.
 void single_tree(const double* x, int64_t n, int64_t d, const std::vector<std::pair<int64_t, int64_t>>& edges,
-                 int64_t max_merges, std::vector<int64_t>& children, std::vector<double>& dist) {
+                 int64_t max_merges, std::vector<int64_t>& children, std::vector<double>& dist,
+                 const Interrupt& stop) {
   std::vector<Edge> e(edges.size());
   for (size_t t = 0; t < edges.size(); ++t) {
     const auto [a, b] = edges[t];
@@ -83,8 +87,10 @@ void single_tree(const double* x, int64_t n, int64_t d, const std::vector<std::p
   std::vector<int64_t> node(n);  // cluster id of the set whose root is r
   std::iota(node.begin(), node.end(), 0);
   int64_t m = 0;
-  for (const auto& ed : e) {
+  for (size_t t = 0; t < e.size(); ++t) {
     if (m >= max_merges) break;
+    if (t % kMergesPerCheck == 0) stop.check();
+    const Edge& ed = e[t];
     const int64_t ra = uf.find(ed.a), rb = uf.find(ed.b);
     if (ra == rb) continue;
     children.push_back(std::min(node[ra], node[rb]));
@@ -100,7 +106,8 @@ void single_tree(const double* x, int64_t n, int64_t d, const std::vector<std::p
 // with connectivity): adj[c] holds (neighbour id, linkage value) entries, stale ones (neighbour
 // merged since) skipped by the `active` test.
 void heap_tree(const double* x, int64_t n, int64_t d, const std::vector<std::pair<int64_t, int64_t>>& edges,
-               Linkage linkage, int64_t max_merges, std::vector<int64_t>& children, std::vector<double>& dist) {
+               Linkage linkage, int64_t max_merges, std::vector<int64_t>& children, std::vector<double>& dist,
+               const Interrupt& stop) {
   const int64_t n_nodes = n + max_merges;
   const bool ward = linkage == Linkage::kWard;
   std::vector<double> size(n_nodes, 0.0);
@@ -151,6 +158,7 @@ void heap_tree(const double* x, int64_t n, int64_t d, const std::vector<std::pai
   std::vector<int64_t> slot(n_nodes, -1);
   std::vector<Neighbour> merged;
   for (int64_t k = n; k < n_nodes; ++k) {
+    if ((k - n) % kMergesPerCheck == 0) stop.check();
     Edge top{};
     bool found = false;
     while (!heap.empty()) {
@@ -219,6 +227,8 @@ std::tuple<at::Tensor, at::Tensor> agglomerative_tree_cpu(const at::Tensor& x, c
               "], got ", n_clusters);
   const Linkage linkage = parse_linkage(std::string(linkage_name));
   check_finite_cpu(x, "x");
+  const Interrupt stop;
+  stop.check();
 
   auto xd = x.to(at::kDouble).contiguous();
   auto rp = rowptr.contiguous();
@@ -241,9 +251,9 @@ std::tuple<at::Tensor, at::Tensor> agglomerative_tree_cpu(const at::Tensor& x, c
   children.reserve(2 * max_merges);
   dist.reserve(max_merges);
   if (linkage == Linkage::kSingle)
-    single_tree(xd.data_ptr<double>(), n, d, edges, max_merges, children, dist);
+    single_tree(xd.data_ptr<double>(), n, d, edges, max_merges, children, dist, stop);
   else
-    heap_tree(xd.data_ptr<double>(), n, d, edges, linkage, max_merges, children, dist);
+    heap_tree(xd.data_ptr<double>(), n, d, edges, linkage, max_merges, children, dist, stop);
 
   const int64_t m = static_cast<int64_t>(dist.size());
   auto out_children = at::empty({m, 2}, x.options().dtype(at::kLong));

@@ -12,6 +12,7 @@
 #include "cpu/kdtree.h"
 #include "cpu/parallel.h"
 #include "cpu/simd.h"
+#include "interrupt.h"
 
 namespace pst {
 namespace {
@@ -114,7 +115,7 @@ Cells bin_positions(const P* pos, const double* w, const int64_t* seg, int64_t k
 }
 
 // One pass: the new position of every occupied cell (the mean over its 3^d block).
-std::vector<double> block_means(const Cells& cells, int64_t d, int64_t nseg) {
+std::vector<double> block_means(const Cells& cells, int64_t d, int64_t nseg, const Interrupt& stop) {
   const int64_t nc = cells.count;
   // cells of each segment
   std::vector<int64_t> count(nseg + 1, 0);
@@ -126,7 +127,7 @@ std::vector<double> block_means(const Cells& cells, int64_t d, int64_t nseg) {
   cpu::dynamic_for(nseg, 1, [&](int64_t s) {
     trees[s].build(cells.coords.data(), d, rows.data() + count[s], count[s + 1] - count[s], cells.sum.data(),
                    cells.weight.data());
-  });
+  }, &stop);
   std::vector<double> out(nc * d);
   cpu::dynamic_for(nc, 64, [&](int64_t c) {
     std::vector<int32_t> lo(d), hi(d);
@@ -139,7 +140,7 @@ std::vector<double> block_means(const Cells& cells, int64_t d, int64_t nseg) {
     int64_t cnt = 0;
     trees[cells.seg[c]].box_sum(lo.data(), hi.data(), sum.data(), wsum, cnt);
     for (int64_t j = 0; j < d; ++j) out[c * d + j] = sum[j] / wsum;  // wsum >= own weight > 0
-  });
+  }, &stop);
   return out;
 }
 
@@ -151,6 +152,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> grid_mean
   check_positive_finite(cell_size, "cell_size");
   TORCH_CHECK(max_iter >= 1, "max_iter should be >= 1, got ", max_iter);
   TORCH_CHECK(std::isfinite(tol) && tol >= 0, "tol should be a finite number >= 0, got ", tol);
+  const Interrupt stop;
   auto x = points.contiguous();
   check_finite_cpu(x, "points");
   auto off = offsets.contiguous();
@@ -175,11 +177,12 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> grid_mean
   AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "grid_mean_shift_cpu", [&] {
     const scalar_t* px = x.data_ptr<scalar_t>();
     for (it = 1; it <= max_iter; ++it) {
+      stop.check();  // between passes (block_means also stops inside one)
       const bool first = it == 1;
       const int64_t k = first ? n : static_cast<int64_t>(wts.size());
       Cells cells = first ? bin_positions<scalar_t>(px, nullptr, seg0.data(), n, d, cell_size)
                           : bin_positions<double>(pos.data(), wts.data(), seg.data(), k, d, cell_size);
-      std::vector<double> next = block_means(cells, d, g);
+      std::vector<double> next = block_means(cells, d, g, stop);
       // largest move of any position in this pass
       double shift2 = 0;
       for (int64_t i = 0; i < k; ++i) {

@@ -9,6 +9,7 @@
 #include "checks.h"
 #include "cpu/parallel.h"
 #include "cpu/simd.h"
+#include "interrupt.h"
 
 namespace pst {
 namespace {
@@ -31,7 +32,8 @@ inline void push_candidate(double* dist, int64_t* idx, int64_t k, double dd, int
 }
 
 template <typename scalar_t>
-void knn_graph_impl(const scalar_t* px, int64_t n, int64_t d, int64_t k, scalar_t* out_dist, int64_t* out_idx) {
+void knn_graph_impl(const scalar_t* px, int64_t n, int64_t d, int64_t k, scalar_t* out_dist, int64_t* out_idx,
+                    const Interrupt& stop) {
   using cpu::kBlock;
   // rows packed in blocks of kBlock rows, each block column-major [d][kBlock] (padding rows = 0,
   // skipped by index)
@@ -71,7 +73,7 @@ void knn_graph_impl(const scalar_t* px, int64_t n, int64_t d, int64_t k, scalar_
         out_dist[(q0 + a) * k + r] = static_cast<scalar_t>(best[a * k + r]);
         out_idx[(q0 + a) * k + r] = bidx[a * k + r];
       }
-  });
+  }, &stop);
 }
 
 std::tuple<at::Tensor, at::Tensor> knn_graph_cpu(const at::Tensor& x, int64_t k) {
@@ -84,10 +86,12 @@ std::tuple<at::Tensor, at::Tensor> knn_graph_cpu(const at::Tensor& x, int64_t k)
   TORCH_CHECK(d >= 1, "x should have at least one column, got shape ", x.sizes());
   auto xc = x.contiguous();
   check_finite_cpu(xc, "x");
+  const Interrupt stop;
+  stop.check();
   auto dist = at::empty({n, k}, xc.options());
   auto idx = at::empty({n, k}, xc.options().dtype(at::kLong));
   AT_DISPATCH_FLOATING_TYPES(xc.scalar_type(), "knn_graph_cpu", [&] {
-    knn_graph_impl<scalar_t>(xc.data_ptr<scalar_t>(), n, d, k, dist.data_ptr<scalar_t>(), idx.data_ptr<int64_t>());
+    knn_graph_impl<scalar_t>(xc.data_ptr<scalar_t>(), n, d, k, dist.data_ptr<scalar_t>(), idx.data_ptr<int64_t>(), stop);
   });
   return {dist, idx};
 }

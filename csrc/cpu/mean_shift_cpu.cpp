@@ -8,18 +8,20 @@
 #include "checks.h"
 #include "cpu/kdtree.h"
 #include "cpu/parallel.h"
+#include "interrupt.h"
 
 namespace pst {
 namespace {
 
 template <typename T>
-std::vector<cpu::KdTree<T>> build_forest(const T* pts, int64_t d, const int64_t* off, int64_t g) {
+std::vector<cpu::KdTree<T>> build_forest(const T* pts, int64_t d, const int64_t* off, int64_t g,
+                                         const Interrupt& stop) {
   std::vector<cpu::KdTree<T>> trees(g);
   std::vector<int64_t> rows(off[g]);
   for (int64_t i = 0; i < off[g]; ++i) rows[i] = i;
   cpu::dynamic_for(g, 1, [&](int64_t s) {
     trees[s].build(pts, d, rows.data() + off[s], off[s + 1] - off[s]);
-  });
+  }, &stop);
   return trees;
 }
 
@@ -43,6 +45,8 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> mean_shift_cpu(const at::Tensor& 
   TORCH_CHECK(max_iter >= 0, "max_iter should be >= 0, got ", max_iter);
   TORCH_CHECK(std::isfinite(tol) && tol >= 0, "tol should be a finite number >= 0, got ", tol);
 
+  const Interrupt stop;
+  stop.check();
   auto x = points.contiguous();
   auto sd = seeds.contiguous();
   check_finite_cpu(x, "points");
@@ -62,7 +66,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> mean_shift_cpu(const at::Tensor& 
   const double r2 = bandwidth * bandwidth;
 
   AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "mean_shift_cpu", [&] {
-    const auto trees = build_forest<scalar_t>(x.data_ptr<scalar_t>(), d, off.data_ptr<int64_t>(), g);
+    const auto trees = build_forest<scalar_t>(x.data_ptr<scalar_t>(), d, off.data_ptr<int64_t>(), g, stop);
     const scalar_t* ps = sd.data_ptr<scalar_t>();
     scalar_t* pm = modes.data_ptr<scalar_t>();
     int64_t* pc = counts.data_ptr<int64_t>();
@@ -84,13 +88,13 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> mean_shift_cpu(const at::Tensor& 
           const double diff = mean[j] - old[j];
           shift += diff * diff;
         }
-        if (std::sqrt(shift) <= tol || it == max_iter) break;
+        if (std::sqrt(shift) <= tol || it == max_iter || stop.requested()) break;
         ++it;
       }
       for (int64_t j = 0; j < d; ++j) pm[i * d + j] = static_cast<scalar_t>(mean[j]);
       pc[i] = cnt;
       pi[i] = it;
-    });
+    }, &stop);
   });
   return {modes, counts, iters};
 }

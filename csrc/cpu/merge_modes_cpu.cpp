@@ -8,6 +8,7 @@
 
 #include "checks.h"
 #include "cpu/parallel.h"
+#include "interrupt.h"
 
 namespace pst {
 namespace {
@@ -55,10 +56,12 @@ std::tuple<at::Tensor, at::Tensor> merge_modes_cpu(const at::Tensor& centers, co
   int64_t* pk = keeper.data_ptr<int64_t>();
   std::copy(order.begin(), order.end(), order_t.data_ptr<int64_t>());
   const double r2 = radius * radius;
+  const Interrupt stop;
   const int64_t runs = static_cast<int64_t>(starts.size()) - 1;
   cpu::dynamic_for(runs, 1, [&](int64_t r) {
     std::vector<int64_t> kept;
     for (int64_t t = starts[r]; t < starts[r + 1]; ++t) {
+      if ((t - starts[r]) % 256 == 0 && stop.requested()) return;
       const int64_t i = order[t];
       int64_t best = -1;
       double best_d = std::numeric_limits<double>::infinity();
@@ -80,7 +83,7 @@ std::tuple<at::Tensor, at::Tensor> merge_modes_cpu(const at::Tensor& centers, co
         pk[i] = best;
       }
     }
-  });
+  }, &stop);
   return {keeper, order_t};
 }
 

@@ -5,6 +5,7 @@
 #include <limits>
 
 #include "checks.h"
+#include "interrupt.h"
 
 namespace pst {
 namespace {
@@ -29,6 +30,8 @@ std::tuple<at::Tensor, at::Tensor> nearest_center_cpu(const at::Tensor& points,
   auto c = centers.contiguous();
   check_finite_cpu(x, "points");
   check_finite_cpu(c, "centers");
+  const Interrupt stop;
+  stop.check();
   auto off = offsets.contiguous();
   auto coff = center_offsets.contiguous();
   const int64_t n = x.size(0), d = x.size(1), g = off.size(0) - 1;
@@ -50,6 +53,7 @@ std::tuple<at::Tensor, at::Tensor> nearest_center_cpu(const at::Tensor& points,
     scalar_t* pd = dist.data_ptr<scalar_t>();
     at::parallel_for(0, n, 256, [&](int64_t begin, int64_t end) {
       for (int64_t i = begin; i < end; ++i) {
+        if ((i - begin) % 256 == 0 && stop.requested()) return;
         const scalar_t* xi = px + i * d;
         int64_t best = -1;
         double best_d = std::numeric_limits<double>::infinity();
@@ -70,6 +74,7 @@ std::tuple<at::Tensor, at::Tensor> nearest_center_cpu(const at::Tensor& points,
       }
     });
   });
+  stop.check();
   return {index, dist};
 }
 

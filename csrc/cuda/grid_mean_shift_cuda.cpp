@@ -7,6 +7,7 @@
 #include "checks.h"
 #include "cuda/grid_mean_shift_kernels.h"
 #include "cuda/torch_utils.h"
+#include "interrupt.h"
 
 namespace pst {
 namespace {
@@ -26,6 +27,8 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> grid_mean
   gpu::check_int32_count(points.size(0), "points");
   gpu::check_int32_count(offsets.size(0), "segments");
 
+  const Interrupt stop;
+  stop.check();
   const c10::cuda::CUDAGuard guard(points.device());
   auto x = points.contiguous();
   auto off = offsets.contiguous();
@@ -42,12 +45,13 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> grid_mean
   cudaError_t err;
   if (x.scalar_type() == at::kFloat) {
     err = gpu::launch_grid_mean_shift(x.data_ptr<float>(), off.data_ptr<int64_t>(), n, d, g, cell_size, max_iter, tol,
-                                      labels.data_ptr<int64_t>(), res, ws, stream);
+                                      labels.data_ptr<int64_t>(), res, ws, stream, &stop);
   } else {
     err = gpu::launch_grid_mean_shift(x.data_ptr<double>(), off.data_ptr<int64_t>(), n, d, g, cell_size, max_iter,
-                                      tol, labels.data_ptr<int64_t>(), res, ws, stream);
+                                      tol, labels.data_ptr<int64_t>(), res, ws, stream, &stop);
   }
   C10_CUDA_CHECK(err);
+  stop.check();
   TORCH_CHECK(!res.overflow, "grid_mean_shift: points / cell_size gives grid coordinates beyond the int32 range "
               "(|x| / cell_size must stay below 2.1e9); rescale the data or use a larger bandwidth");
   const int64_t m = res.m;

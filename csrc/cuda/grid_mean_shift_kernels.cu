@@ -259,7 +259,7 @@ int bits_for(int64_t g) {  // bits of the largest segment index g - 1
 template <typename T>
 cudaError_t launch(const T* points, const int64_t* offsets, int64_t n, int64_t d, int64_t g, double h,
                    int64_t max_iter, double tol, int64_t* labels, GridMeanShiftResult& res, Workspace& ws,
-                   cudaStream_t stream) {
+                   cudaStream_t stream, const Interrupt* stop) {
   res = GridMeanShiftResult{};
   if (n == 0) return cudaSuccess;
   if (d < 0 || d > kGridMeanShiftMaxDim) return cudaErrorInvalidValue;
@@ -310,6 +310,7 @@ cudaError_t launch(const T* points, const int64_t* offsets, int64_t n, int64_t d
   int64_t k = n;
   int64_t it = 0;
   for (it = 1; it <= max_iter; ++it) {
+    if (stop && stop->requested()) return cudaSuccess;  // the caller throws (stop->check())
     const bool first = it == 1;
     // 1. cell coordinates
     if (first)
@@ -409,14 +410,16 @@ cudaError_t launch(const T* points, const int64_t* offsets, int64_t n, int64_t d
 
 cudaError_t launch_grid_mean_shift(const float* points, const int64_t* offsets, int64_t n, int64_t d, int64_t g,
                                    double cell_size, int64_t max_iter, double tol, int64_t* labels,
-                                   GridMeanShiftResult& result, Workspace& ws, cudaStream_t stream) {
-  return launch<float>(points, offsets, n, d, g, cell_size, max_iter, tol, labels, result, ws, stream);
+                                   GridMeanShiftResult& result, Workspace& ws, cudaStream_t stream,
+                                   const Interrupt* stop) {
+  return launch<float>(points, offsets, n, d, g, cell_size, max_iter, tol, labels, result, ws, stream, stop);
 }
 
 cudaError_t launch_grid_mean_shift(const double* points, const int64_t* offsets, int64_t n, int64_t d, int64_t g,
                                    double cell_size, int64_t max_iter, double tol, int64_t* labels,
-                                   GridMeanShiftResult& result, Workspace& ws, cudaStream_t stream) {
-  return launch<double>(points, offsets, n, d, g, cell_size, max_iter, tol, labels, result, ws, stream);
+                                   GridMeanShiftResult& result, Workspace& ws, cudaStream_t stream,
+                                   const Interrupt* stop) {
+  return launch<double>(points, offsets, n, d, g, cell_size, max_iter, tol, labels, result, ws, stream, stop);
 }
 
 }  // namespace pst::gpu

@@ -6,6 +6,7 @@
 #include <cstdint>
 
 #include "cuda/workspace.h"
+#include "interrupt.h"
 
 namespace pst::gpu {
 
@@ -23,12 +24,15 @@ struct GridMeanShiftResult {
 
 // points [n, d] (device), offsets [g + 1] (device, validated), 1 <= n < 2^31, g < 2^31,
 // d <= kGridMeanShiftMaxDim; writes labels [n] (device). Synchronises with the stream once per pass
-// (the number of occupied cells and the largest move are needed on the host).
+// (the number of occupied cells and the largest move are needed on the host). With `stop`, no
+// further pass starts once an interrupt is requested: the caller then throws (stop->check()).
 cudaError_t launch_grid_mean_shift(const float* points, const int64_t* offsets, int64_t n, int64_t d, int64_t g,
                                    double cell_size, int64_t max_iter, double tol, int64_t* labels,
-                                   GridMeanShiftResult& result, Workspace& ws, cudaStream_t stream);
+                                   GridMeanShiftResult& result, Workspace& ws, cudaStream_t stream,
+                                   const Interrupt* stop = nullptr);
 cudaError_t launch_grid_mean_shift(const double* points, const int64_t* offsets, int64_t n, int64_t d, int64_t g,
                                    double cell_size, int64_t max_iter, double tol, int64_t* labels,
-                                   GridMeanShiftResult& result, Workspace& ws, cudaStream_t stream);
+                                   GridMeanShiftResult& result, Workspace& ws, cudaStream_t stream,
+                                   const Interrupt* stop = nullptr);
 
 }  // namespace pst::gpu

@@ -5,6 +5,7 @@
 #include "checks.h"
 #include "cuda/knn_graph_kernels.h"
 #include "cuda/torch_utils.h"
+#include "interrupt.h"
 
 namespace pst {
 namespace {
@@ -21,6 +22,7 @@ std::tuple<at::Tensor, at::Tensor> knn_graph_cuda(const at::Tensor& x, int64_t k
   TORCH_CHECK(d * static_cast<int64_t>(x.element_size()) <= 32768, "knn_graph on CUDA supports rows of at most ",
               "32 KiB, got D = ", d);
 
+  Interrupt().check();  // one kernel launch: stops before it, not inside it
   const c10::cuda::CUDAGuard guard(x.device());
   auto xc = x.contiguous();
   auto dist = at::empty({n, k}, xc.options());

@@ -10,6 +10,7 @@
 #include "checks.h"
 #include "cuda/mean_shift_kernels.h"
 #include "cuda/torch_utils.h"
+#include "interrupt.h"
 
 namespace pst {
 namespace {
@@ -52,6 +53,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> mean_shift_cuda(const at::Tensor&
     }
   }
 
+  Interrupt().check();  // one kernel launch: stops before it, not inside it
   const c10::cuda::CUDAGuard guard(points.device());
   auto x = points.contiguous();
   auto sd = seeds.contiguous();

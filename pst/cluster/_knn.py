@@ -15,7 +15,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from pst._ops import has_kernel, ops
+from pst._interrupt import interruptible_ops as ops  # every op call stops on Ctrl-C
+from pst._ops import has_kernel
 from pst.cluster._validation import check_points, check_scalar
 
 log = logging.getLogger(__name__)
@@ -26,6 +27,7 @@ KNN_BACKENDS = ("auto", "kdtree", "faiss", "pst")
 
 # "auto" takes the kd-tree up to this many features (past it, kd-trees degrade to brute force)
 KDTREE_MAX_FEATURES = 16
+KDTREE_QUERY_BLOCK = 1 << 14  # queries per cKDTree.query call
 
 
 @torch.library.register_fake("pst::knn_graph")
@@ -68,7 +70,11 @@ def _knn_kdtree(x: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
     from scipy.spatial import cKDTree  # noqa: PLC0415
 
     xd = x.to(torch.float64).numpy()
-    _, found = cKDTree(xd).query(xd, k=k + 1, workers=max(1, torch.get_num_threads()))
+    tree = cKDTree(xd)
+    workers = max(1, torch.get_num_threads())
+    # in blocks of queries, so that Ctrl-C (handled between two blocks) stops a long search
+    found = np.concatenate([tree.query(xd[i:i + KDTREE_QUERY_BLOCK], k=k + 1, workers=workers)[1]
+                            for i in range(0, xd.shape[0], KDTREE_QUERY_BLOCK)])
     return _exact_order(x, _drop_self(torch.from_numpy(found.astype(np.int64)), k))
 
 

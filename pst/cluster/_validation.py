@@ -15,6 +15,12 @@ import torch
 
 FLOAT_DTYPES = (torch.float32, torch.float64)
 
+try:  # scikit-learn >= 1.6: a function of sklearn.utils.validation
+    from sklearn.utils.validation import _check_feature_names
+except ImportError:  # pragma: no cover - scikit-learn 1.4 and 1.5: a method of BaseEstimator
+    def _check_feature_names(estimator, X, *, reset):
+        estimator._check_feature_names(X, reset=reset)
+
 
 def is_tensor_like(x: Any) -> bool:
     """True for torch tensors and for non-numpy objects that export DLPack (cupy, jax)."""
@@ -86,6 +92,21 @@ def check_points(
         )
     check_finite(t, name)
     return t.contiguous()
+
+
+def check_feature_names(estimator: Any, X: Any, *, reset: bool) -> None:
+    """scikit-learn's own handling of column names: ``reset=True`` (fit) sets
+    ``estimator.feature_names_in_`` from a DataFrame's string column names (and removes it for
+    other input); ``reset=False`` (predict) raises when the names differ from those seen in fit
+    and warns when only one of the two had names."""
+    _check_feature_names(estimator, X, reset=reset)
+
+
+def result_dtype(dtype: torch.dtype) -> np.dtype:
+    """The dtype of scikit-learn's fitted float attributes (``cluster_centers_``) for input of
+    ``dtype``: float16 and float32 stay, anything else (float64, integers, bool, bfloat16) gives
+    float64. The computation itself runs in float32 or float64 (see :func:`check_points`)."""
+    return {torch.float16: np.dtype(np.float16), torch.float32: np.dtype(np.float32)}.get(dtype, np.dtype(np.float64))
 
 
 def check_finite(t: torch.Tensor, name: str) -> None:

@@ -28,9 +28,9 @@ from scipy.sparse.csgraph import connected_components
 from sklearn.base import BaseEstimator, ClusterMixin
 from sklearn.utils.validation import check_array
 
-from pst._ops import ops
+from pst._interrupt import interruptible_ops as ops  # every op call stops on Ctrl-C
 from pst.cluster._knn import KNN_BACKENDS, knn_graph
-from pst.cluster._validation import check_points, check_scalar, is_tensor_like, to_numpy
+from pst.cluster._validation import check_feature_names, check_points, check_scalar, is_tensor_like, to_numpy
 
 log = logging.getLogger(__name__)
 
@@ -162,8 +162,8 @@ def _component_links_brute(x, comp, n_comp):
 
 
 def _graph(x: torch.Tensor, connectivity: Any, n_neighbors: int, knn_backend: str):
-    """(rowptr [n + 1], col [E]) int64 CPU of a connected graph, and the number of connected
-    components it had before completion."""
+    """(rowptr [n + 1], col [E]) int64 CPU of a connected graph, the number of connected
+    components it had before completion and the component of every point ([n] int64)."""
     n = x.shape[0]
     xc = x.detach().cpu()
     if isinstance(connectivity, str):  # "knn" (checked by the caller)
@@ -184,17 +184,12 @@ def _graph(x: torch.Tensor, connectivity: Any, n_neighbors: int, knn_backend: st
                 f"the connectivity graph has {n_comp} connected components (more than {MAX_COMPONENTS}); "
                 "completing it would add an edge for every pair of them. Increase n_neighbors."
             )
-        warnings.warn(
-            f"the number of connected components of the connectivity matrix is {n_comp} > 1. Completing it "
-            "to avoid stopping the tree early.",
-            stacklevel=4,  # the caller of agglomerative() or of fit()
-        )
         t0 = time.perf_counter()
         a, b = _component_links(xc.to(torch.float64), torch.from_numpy(comp.astype(np.int64)), n_comp)
         log.debug("completing %d components: %.3fs", n_comp, time.perf_counter() - t0)
         rows = torch.repeat_interleave(torch.arange(n), rowptr.diff())
         rowptr, col = _csr_from_rows(n, torch.cat([rows, a]), torch.cat([col, b]))
-    return rowptr, col, int(n_comp)
+    return rowptr, col, int(n_comp), torch.from_numpy(comp.astype(np.int64))
 
 
 # ----------------------------------------------------------------------------- functional
@@ -257,7 +252,7 @@ def _agglomerative_tree(
     if n_clusters is not None and n_clusters > n:
         raise ValueError(f"Cannot provide more clusters than samples. {n_clusters} n_clusters was asked, and "
                          f"there are {n} samples.")
-    rowptr, col, n_comp = _graph(x, connectivity, int(n_neighbors), knn_backend)
+    rowptr, col, n_comp, comp = _graph(x, connectivity, int(n_neighbors), knn_backend)
     stop = 1 if distance_threshold is not None else int(n_clusters)
     t0 = time.perf_counter()
     children, distances = ops.agglomerative_tree(x.detach().cpu(), rowptr, col, linkage, stop)
@@ -270,7 +265,22 @@ def _agglomerative_tree(
     else:
         k = int(n_clusters)
     labels = ops.agglomerative_labels(children, n, n - k)
+    if n_comp > 1 and _joins_components(labels, comp, k):
+        warnings.warn(
+            f"the connectivity graph has {n_comp} connected components. It was completed with an edge between "
+            "the closest points of every two components (as scikit-learn does), and some of the clusters found "
+            "join points of different components along these edges. Increase n_neighbors for a connected graph.",
+            stacklevel=3,  # the caller of agglomerative() or of fit()
+        )
     return AgglomerativeTree(labels, children, distances, k, n_comp), x
+
+
+def _joins_components(labels: torch.Tensor, comp: torch.Tensor, k: int) -> bool:
+    """Whether a cluster holds points of two components of the graph (then completing the graph
+    changed the result: without the added edges, no merge could have joined them)."""
+    lo = torch.full((k,), comp.numel(), dtype=torch.long).scatter_reduce(0, labels, comp, "amin")
+    hi = torch.full((k,), -1, dtype=torch.long).scatter_reduce(0, labels, comp, "amax")
+    return bool((lo != hi).any())
 
 
 def agglomerative(
@@ -293,8 +303,9 @@ def agglomerative(
     ``sqrt(2 * increase)``), "average" and "complete" (Euclidean edge lengths combined
     size-weighted, resp. by max, over the edges between the clusters), "single" (shortest
     edge). The graph is undirected (symmetrised); a graph with several connected components is
-    completed as scikit-learn does (with a warning): one edge between the closest two points
-    of every pair of components.
+    completed as scikit-learn does: one edge between the closest two points of every pair of
+    components. A warning says so when that changed the result, i.e. when a cluster found joins
+    points of different components (scikit-learn warns on every fit of a disconnected graph).
 
     Args:
         X: [n, d] points (numpy, torch or DLPack array), n >= 2; finite.
@@ -342,6 +353,9 @@ class AgglomerativeClustering(ClusterMixin, BaseEstimator):
             full tree, M = n - 1, when ``distance_threshold`` is set, else M = n - n_clusters).
         distances_: [M] float64 numpy array, the linkage distance of every merge.
         n_features_in_: d.
+        feature_names_in_: the column names, after fitting a DataFrame with string column names.
+
+    Ctrl-C stops a fit within a fraction of a second (KeyboardInterrupt).
     """
 
     def __init__(
@@ -362,10 +376,11 @@ class AgglomerativeClustering(ClusterMixin, BaseEstimator):
         self.knn_backend = knn_backend
 
     def fit(self, X, y=None):
-        """Cluster X ([n, d], numpy, torch or DLPack array, n >= 2). Returns self."""
+        """Cluster X ([n, d], numpy, torch or DLPack array or DataFrame, n >= 2). Returns self."""
         tree, x = _agglomerative_tree(X, n_clusters=self.n_clusters, distance_threshold=self.distance_threshold,
                                       linkage=self.linkage, connectivity=self.connectivity,
                                       n_neighbors=self.n_neighbors, knn_backend=self.knn_backend)
+        check_feature_names(self, X, reset=True)
         self.n_features_in_ = x.shape[1]
         self.n_leaves_ = x.shape[0]
         self.labels_ = to_numpy(tree.labels)

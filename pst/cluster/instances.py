@@ -12,7 +12,7 @@ from typing import Any, Sequence
 
 import torch
 
-from pst._ops import ops
+from pst._interrupt import interruptible_ops as ops  # every op call stops on Ctrl-C
 from pst._trusted import trusted_inputs
 from pst.cluster._validation import as_tensor, check_bandwidth, check_scalar, offsets_from_counts
 

@@ -17,16 +17,25 @@ import torch
 from sklearn.base import BaseEstimator, ClusterMixin
 from sklearn.utils.validation import check_is_fitted
 
-from pst._ops import ops
+from pst._interrupt import interruptible_ops as ops  # every op call stops on Ctrl-C
 from pst.cluster._validation import (
+    as_tensor,
     check_bandwidth,
+    check_feature_names,
     check_points,
     check_scalar,
+    result_dtype,
     single_segment,
     to_numpy,
 )
 
 log = logging.getLogger(__name__)
+
+# bin_seeding warns when it keeps more than this share of the points as seeds, and at least
+# MANY_SEEDS of them: the binning then saves little, and every seed climbs on its own.
+MANY_SEEDS_FRACTION = 0.1
+MANY_SEEDS = 10_000
+PROGRESS_CHUNKS = 50  # progress=True: the seeds climb in up to this many calls
 
 __all__ = [
     "MeanShift",
@@ -214,6 +223,7 @@ def mean_shift(
     cluster_all: bool = True,
     max_iter: int = 300,
     merge_distance: float | None = None,
+    progress: bool = False,
 ) -> tuple[torch.Tensor, torch.Tensor, int]:
     """Flat-kernel mean shift with scikit-learn's results; torch in, torch out.
 
@@ -226,18 +236,53 @@ def mean_shift(
     ``merge_distance``, the "mean-shift+" step follows: clusters by size, largest first,
     and one whose centre lies within ``merge_distance`` of a kept centre joins it.
 
+    When ``bin_seeding`` keeps many seeds (over 10% of the points and at least 10,000), a
+    warning gives their number and the cost: each step of every seed is a radius query over
+    the points. Ctrl-C stops the climb within a fraction of a second (KeyboardInterrupt).
+
     Args:
         X: [n, d] points (numpy, torch or DLPack array); float32 or float64 on CPU or GPU.
+        progress: show a tqdm progress bar over the seeds (they then climb in up to 50
+            calls, each of which rebuilds the radius-query tree: a little slower).
 
     Returns:
         (centers [K, d] X's float dtype, labels [n] int64, n_iter), on X's device.
     """
     return _mean_shift(check_points(X, "X"), bandwidth=bandwidth, seeds=seeds, bin_seeding=bin_seeding,
                        min_bin_freq=min_bin_freq, cluster_all=cluster_all, max_iter=max_iter,
-                       merge_distance=merge_distance)
+                       merge_distance=merge_distance, progress=progress)
 
 
-def _mean_shift(x, *, bandwidth, seeds, bin_seeding, min_bin_freq, cluster_all, max_iter, merge_distance):
+def _warn_many_seeds(n_seeds: int, n: int, bandwidth: float) -> None:
+    if n_seeds >= MANY_SEEDS and n_seeds > MANY_SEEDS_FRACTION * n:
+        warnings.warn(
+            f"bin_seeding kept {n_seeds} seeds for {n} points ({n_seeds / n:.0%} of them, bin_size=bandwidth="
+            f"{bandwidth:g}): every step of every seed is a radius query over the points, up to "
+            f"{n_seeds:.3g} x {n:.3g} = {float(n_seeds) * n:.2g} distance evaluations per step (a kd-tree prunes "
+            "fewer in many dimensions). A larger bandwidth or min_bin_freq gives fewer seeds.",
+            stacklevel=4)
+
+
+def _climb(x, seeds, bandwidth, max_iter, progress):
+    """ops.mean_shift over one segment; with ``progress``, in chunks of seeds under a tqdm bar."""
+    device = x.device
+    offsets = single_segment(x.shape[0], device)
+    if not progress:
+        seg = torch.zeros(seeds.shape[0], dtype=torch.long, device=device)
+        return ops.mean_shift(x, offsets, seeds, seg, bandwidth, int(max_iter), 1e-3 * bandwidth)
+    from tqdm.auto import tqdm  # noqa: PLC0415
+
+    parts = []
+    with tqdm(total=seeds.shape[0], desc="mean shift", unit="seed") as bar:
+        for chunk in torch.tensor_split(seeds, min(PROGRESS_CHUNKS, max(1, seeds.shape[0] // 1024))):
+            seg = torch.zeros(chunk.shape[0], dtype=torch.long, device=device)
+            parts.append(ops.mean_shift(x, offsets, chunk, seg, bandwidth, int(max_iter), 1e-3 * bandwidth))
+            bar.update(chunk.shape[0])
+    return tuple(torch.cat(p) for p in zip(*parts))
+
+
+def _mean_shift(x, *, bandwidth, seeds, bin_seeding, min_bin_freq, cluster_all, max_iter, merge_distance,
+                progress=False):
     device = x.device
     if bandwidth is None:
         if x.shape[0] < 2:
@@ -254,14 +299,14 @@ def _mean_shift(x, *, bandwidth, seeds, bin_seeding, min_bin_freq, cluster_all, 
         if s.shape[0] == 0:
             raise ValueError(f"No bin has min_bin_freq={min_bin_freq} points or more: lower min_bin_freq "
                              "or widen bandwidth")
+        if bin_seeding:
+            _warn_many_seeds(s.shape[0], x.shape[0], bandwidth)
     else:
         s = check_points(seeds, "seeds", device=device)
         if s.shape[1] != x.shape[1]:
             raise ValueError(f"seeds should have {x.shape[1]} features like X, got shape {tuple(s.shape)}")
     s = s.to(x.dtype).contiguous()
-    seg = torch.zeros(s.shape[0], dtype=torch.long, device=device)
-    modes, counts, n_iter = ops.mean_shift(x, single_segment(x.shape[0], device), s, seg, bandwidth,
-                                           int(max_iter), 1e-3 * bandwidth)
+    modes, counts, n_iter = _climb(x, s, bandwidth, max_iter, progress)
     n_iter_max = int(n_iter.max()) if n_iter.numel() else 0
     seen = counts > 0
     if not bool(seen.any()):
@@ -287,13 +332,19 @@ class _ClusterBase(ClusterMixin, BaseEstimator):
     """Shared plumbing: input conversion, numpy attributes, predict by nearest centre."""
 
     def _prepare(self, X):
-        x = check_points(X, "X", min_samples=1)
+        """(points [n, d] float tensor, the dtype of cluster_centers_); sets n_features_in_ and,
+        for a DataFrame, feature_names_in_."""
+        t = as_tensor(X, "X")
+        x = check_points(t, "X", min_samples=1)
+        check_feature_names(self, X, reset=True)
         self.n_features_in_ = x.shape[1]
-        return x
+        return x, result_dtype(t.dtype)
 
     def predict(self, X):
-        """Index of the nearest cluster centre of every row of ``X`` ([n, d]) -> [n] int64 numpy."""
+        """Index of the nearest cluster centre of every row of ``X`` ([n, d]) -> [n] int64 numpy.
+        A DataFrame's column names are checked against those seen in fit, as scikit-learn does."""
         check_is_fitted(self, "cluster_centers_")
+        check_feature_names(self, X, reset=False)
         x = check_points(X, "X")
         if x.shape[1] != self.n_features_in_:
             raise ValueError(f"X has {x.shape[1]} features, but {type(self).__name__} is expecting "
@@ -313,14 +364,18 @@ class MeanShift(_ClusterBase):
     """Flat-kernel mean shift with the results of :class:`sklearn.cluster.MeanShift`.
 
     Same parameters and attributes as scikit-learn's, plus ``merge_distance`` for the
-    "mean-shift+" step (see :func:`mean_shift`). The seeds' climbs run in parallel in a
-    compiled kernel that answers the radius queries from a kd-tree with cached subtree
-    sums, so a subtree entirely inside the ball costs one addition.
+    "mean-shift+" step and ``progress`` (a tqdm bar over the seeds), see :func:`mean_shift`.
+    The seeds' climbs run in parallel in a compiled kernel that answers the radius queries
+    from a kd-tree with cached subtree sums, so a subtree entirely inside the ball costs one
+    addition. Ctrl-C stops a fit within a fraction of a second (KeyboardInterrupt).
 
     Attributes:
-        cluster_centers_: [K, d] float numpy array, the modes, most populated first.
+        cluster_centers_: [K, d] numpy array, the modes, most populated first; float16 or
+            float32 for such input, float64 otherwise (scikit-learn's dtypes).
         labels_: [n] int64 numpy array (-1 = orphan when ``cluster_all=False``).
         n_iter_: the largest number of mean-shift steps any seed took.
+        n_features_in_: d.
+        feature_names_in_: the column names, after fitting a DataFrame with string column names.
     """
 
     def __init__(
@@ -334,6 +389,7 @@ class MeanShift(_ClusterBase):
         n_jobs: int | None = None,
         max_iter: int = 300,
         merge_distance: float | None = None,
+        progress: bool = False,
     ):
         self.bandwidth = bandwidth
         self.seeds = seeds
@@ -343,15 +399,16 @@ class MeanShift(_ClusterBase):
         self.n_jobs = n_jobs  # accepted for scikit-learn compatibility; threads follow torch
         self.max_iter = max_iter
         self.merge_distance = merge_distance
+        self.progress = progress
 
     def fit(self, X, y=None):
-        """Cluster ``X`` ([n, d] array). Returns self."""
-        x = self._prepare(X)
+        """Cluster ``X`` ([n, d] array or DataFrame). Returns self."""
+        x, dtype = self._prepare(X)
         centers, labels, n_iter = _mean_shift(
             x, bandwidth=self.bandwidth, seeds=self.seeds, bin_seeding=self.bin_seeding,
             min_bin_freq=self.min_bin_freq, cluster_all=self.cluster_all, max_iter=self.max_iter,
-            merge_distance=self.merge_distance)
-        self.cluster_centers_ = to_numpy(centers)
+            merge_distance=self.merge_distance, progress=self.progress)
+        self.cluster_centers_ = to_numpy(centers).astype(dtype, copy=False)
         self.labels_ = to_numpy(labels)
         self.n_iter_ = n_iter
         return self
@@ -421,7 +478,9 @@ class MeanShiftPP(_ClusterBase):
         tol: stop when no point moves more than this (default 1e-3 * bandwidth).
         merge_distance: optional "mean-shift+" merge of cluster centres.
 
-    Attributes: ``cluster_centers_`` [K, d], ``labels_`` [n], ``n_iter_``.
+    Attributes: ``cluster_centers_`` [K, d] (dtype as :class:`MeanShift`'s), ``labels_`` [n],
+    ``n_iter_``, ``n_features_in_``, ``feature_names_in_`` (after fitting a DataFrame).
+    Ctrl-C stops a fit within a fraction of a second (KeyboardInterrupt).
     """
 
     def __init__(self, *, bandwidth: float | None = None, max_iter: int = 300, tol: float | None = None,
@@ -432,8 +491,8 @@ class MeanShiftPP(_ClusterBase):
         self.merge_distance = merge_distance
 
     def fit(self, X, y=None):
-        """Cluster ``X`` ([n, d] array). Returns self."""
-        x = self._prepare(X)
+        """Cluster ``X`` ([n, d] array or DataFrame). Returns self."""
+        x, dtype = self._prepare(X)
         bw = self.bandwidth
         if bw is None:
             if x.shape[0] < 2:
@@ -443,7 +502,7 @@ class MeanShiftPP(_ClusterBase):
                 raise ValueError("estimate_bandwidth gave 0 (all points equal?): pass bandwidth explicitly")
         centers, labels, n_iter = grid_mean_shift(x, bandwidth=bw, max_iter=self.max_iter, tol=self.tol,
                                                   merge_distance=self.merge_distance)
-        self.cluster_centers_ = to_numpy(centers)
+        self.cluster_centers_ = to_numpy(centers).astype(dtype, copy=False)
         self.labels_ = to_numpy(labels)
         self.n_iter_ = n_iter
         return self
