@@ -224,7 +224,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.only in (None, "agglomerative"):
         for data in ("blobs", "embedding"):
             agg.append(agglomerative_case(data, n_agg, 8, repeat=args.repeat, run_scipy=True))
-    theirs = load_meanshiftpp(args.meanshiftpp)
+    theirs = load_meanshiftpp(args.meanshiftpp) if args.only in (None, "meanshiftpp") else None
     src = "not available"
     if theirs is not None:
         src = f"`{Path(sys.modules['MeanShiftPP'].__file__).name}` built with this Python"
