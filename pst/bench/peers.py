@@ -185,7 +185,7 @@ def markdown(info: dict[str, Any], agg: list[dict[str, Any]], mspp: list[dict[st
         out += ["", "## MeanShiftPP against the published MeanShift++", "",
                 f"Published code: {mspp_src}. Blobs (`make_blobs`, 10 centres), bandwidth "
                 f"`estimate_bandwidth(quantile={QUANTILE})`, the cell pst's default for it (bandwidth / 2.5 at "
-                "d <= 3, / 1.5 above) for both, at most 300 passes for both. `same algorithm`: ARI between the two "
+                "d <= 3, / 1.25 above) for both, at most 300 passes for both. `same algorithm`: ARI between the two "
                 "on 2000 of the points translated to positive coordinates (1 = the same partition).", "",
                 "| n | d | cell | pst (s) | published (s) | speed-up | ARI truth pst | ARI truth published | "
                 f"ARI pst vs published | same algorithm | clusters pst / published | passes pst | target {MSPP_TARGET:g}x |",
