@@ -1,7 +1,7 @@
 # Set-up and entry points. Every target does all of its set-up on a fresh machine.
 #   make demo    venv + torch (CPU) + pst, then the self-training demo on the toy scenes
 #   make test    the same set-up plus test extras, the CMake op library, then the test suite
-#   make bench   the clustering and morphology benchmarks against scikit-learn / OpenCV / scipy
+#   make bench   the benchmarks against scikit-learn / OpenCV / scipy / cc3d / fastcluster, and under contention
 #   make sanitize  the op library under AddressSanitizer + UBSan, then the op tests and the fuzz tests on it
 PYTHON  ?= python3
 VENV    ?= .venv
@@ -34,6 +34,10 @@ $(VENV)/.pst: $(VENV)/.torch pyproject.toml setup.py $(wildcard csrc/*.cpp csrc/
 
 $(VENV)/.test: $(VENV)/.pst
 	$(PIP) install -q --no-build-isolation -e ".[cpu,test]"
+	touch $@
+
+$(VENV)/.bench: $(VENV)/.test
+	$(PIP) install -q --no-build-isolation -e ".[cpu,test,bench]"
 	touch $@
 
 setup: $(VENV)/.pst
@@ -79,9 +83,12 @@ sanitize: setup-test
 	  $(PY) -m pytest -p no:cacheprovider tests/test_fuzz_ops.py tests/test_cluster.py tests/test_agglomerative.py \
 	    tests/test_instances.py tests/test_morph.py $(PYTEST_ARGS)
 
-bench: setup-test
+# peers: PST_MEANSHIFTPP=DIR names the built published MeanShift++ (see pst/bench/peers.py)
+bench: $(VENV)/.bench
 	$(PY) benchmarks/bench_cluster.py
 	$(PY) benchmarks/bench_morph.py
+	$(PY) benchmarks/bench_peers.py
+	$(PY) benchmarks/bench_contention.py
 
 # For developers already in an environment with torch: rebuild pst._C in place
 # (serialised, so parallel builds in one tree do not clobber each other).

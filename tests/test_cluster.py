@@ -189,7 +189,7 @@ def test_grid_mean_shift_matches_numpy_reference(d):
     X, _ = blobs(400, d, 4, seed=10 + d, std=0.8)
     h = 1.3
     ref_labels, ref_pos = grid_mean_shift_reference(X, h)
-    got = pc.MeanShiftPP(bandwidth=h).fit(X)
+    got = pc.MeanShiftPP(cell_size=h).fit(X)
     assert same_partition(got.labels_, ref_labels)
     np.testing.assert_allclose(got.cluster_centers_[got.labels_], ref_pos, atol=1e-9)
     # most populated first
@@ -200,8 +200,22 @@ def test_grid_mean_shift_matches_numpy_reference(d):
 @pytest.mark.parametrize("d", [16, 32, 64])
 def test_grid_mean_shift_high_dimensions(d):
     X, y = blobs(3000, d, 5, seed=d, std=0.5)
-    got = pc.MeanShiftPP(bandwidth=2.0).fit(X)
+    got = pc.MeanShiftPP(cell_size=2.0).fit(X)
     assert adjusted_rand_score(y, got.labels_) > 0.99
+
+
+@pytest.mark.parametrize("d", [2, 3])
+def test_mean_shift_pp_default_cell_close_to_sklearn(d):
+    """MeanShiftPP(bandwidth=bw) with its default cell: ARI against the truth within 0.05 of
+    scikit-learn's MeanShift(bandwidth=bw, bin_seeding=True) on the blobs of `pst bench cluster`
+    (overlapping at d = 2-3; with the cell = bandwidth the gap was 0.50 / 0.18)."""
+    X, y = make_blobs(n_samples=20000, n_features=d, centers=10, random_state=0)
+    bw = pc.estimate_bandwidth(X, quantile=0.05, n_samples=5000, random_state=0)
+    sk = skc.MeanShift(bandwidth=bw, bin_seeding=True).fit(X)
+    got = pc.MeanShiftPP(bandwidth=bw).fit(X)
+    assert got.cell_size_ == pytest.approx(bw / 2.5)
+    ari_sk, ari_pst = adjusted_rand_score(y, sk.labels_), adjusted_rand_score(y, got.labels_)
+    assert ari_pst >= ari_sk - 0.05, (ari_pst, ari_sk)
 
 
 def test_grid_mean_shift_segments_equal_separate_calls():
@@ -224,6 +238,8 @@ def test_grid_mean_shift_segments_equal_separate_calls():
 def test_grid_mean_shift_bad_input():
     with pytest.raises(ValueError, match="bandwidth should be > 0.0"):
         pc.MeanShiftPP(bandwidth=0.0).fit(np.zeros((5, 2)))
+    with pytest.raises(ValueError, match="cell_size should be > 0.0"):
+        pc.MeanShiftPP(cell_size=-1.0).fit(np.zeros((5, 2)))
     with pytest.raises(RuntimeError, match="int32 range"):
         pc.MeanShiftPP(bandwidth=1e-300).fit(np.ones((5, 2)))
     with pytest.raises(ValueError, match="contains NaN"):
@@ -233,7 +249,8 @@ def test_grid_mean_shift_bad_input():
 # ----------------------------------------------------------------------------- scikit-learn API
 
 
-@parametrize_with_checks([pc.MeanShift(bandwidth=2.0), pc.MeanShift(), pc.MeanShiftPP(bandwidth=0.5), pc.MeanShiftPP()])
+@parametrize_with_checks([pc.MeanShift(bandwidth=2.0), pc.MeanShift(), pc.MeanShiftPP(bandwidth=0.5), pc.MeanShiftPP(),
+                          pc.MeanShiftPP(cell_size=0.3)])
 def test_sklearn_compatible(estimator, check):
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")

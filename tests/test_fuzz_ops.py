@@ -565,7 +565,7 @@ def test_fuzz_mean_shift_estimators(data):
         if res is not None and got is not None:
             assert same_partition(res[1].cpu().numpy(), got.labels_)
     h = bandwidth if bandwidth is not None else 1.0
-    got, exc = outcome(pc.MeanShiftPP(bandwidth=h).fit, x, must_raise=not (finite and bw_ok and n >= 1))
+    got, exc = outcome(pc.MeanShiftPP(cell_size=h).fit, x, must_raise=not (finite and bw_ok and n >= 1))
     if got is not None and exact_in_float64(x) and h < 1e100 and x.shape[1] <= 3:
         ref_labels, _ = grid_mean_shift_reference(xn, h)
         assert same_partition(got.labels_, ref_labels)

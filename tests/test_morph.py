@@ -1,5 +1,6 @@
 """pst.morph against per-instance loops with OpenCV and scipy.ndimage (pst.bench.morph's
-references) and connected_components against scipy.ndimage.label / cv2.connectedComponents."""
+references) and connected_components against scipy.ndimage.label / cv2.connectedComponents (default and
+SPAGHETTI) / cc3d (when installed)."""
 
 from __future__ import annotations
 
@@ -245,6 +246,23 @@ def test_connected_components_matches_scipy_and_opencv(connectivity, device):
         assert np.array_equal(ours, ref), name  # same numbering: raster order of first pixels
         _, cvl = cv2.connectedComponents(mask.astype(np.uint8), connectivity=connectivity, ltype=cv2.CV_32S)
         assert np.array_equal(ours, canonical(cvl)), name
+
+
+@pytest.mark.parametrize("connectivity", [4, 8])
+def test_connected_components_matches_cc3d_and_spaghetti(connectivity):
+    """The benchmark's other peers: cc3d (when installed) and OpenCV's SPAGHETTI, on the
+    benchmark's maps and on noise (many small components, chunk borders)."""
+    cc3d = pytest.importorskip("cc3d")
+    rng = np.random.default_rng(3)
+    masks = {**{name: m > 0 for name, m in MAPS.items()}, "noise": rng.random((700, 301)) < 0.55}
+    for name, mask in masks.items():
+        ours = pm.connected_components(torch.from_numpy(mask), connectivity).numpy()
+        # uint8: cc3d 4.1.1 labels a background pixel of thin_lines at 8-connectivity from a bool mask
+        ref = cc3d.connected_components(mask.astype(np.uint8), connectivity=connectivity)
+        assert np.array_equal(ours, canonical(ref.astype(np.int64))), name
+        _, sp = cv2.connectedComponentsWithAlgorithm(mask.astype(np.uint8), connectivity, cv2.CV_32S,
+                                                     cv2.CCL_SPAGHETTI)
+        assert np.array_equal(ours, canonical(sp)), name
 
 
 @pytest.mark.parametrize("connectivity", [4, 8])

@@ -146,23 +146,35 @@ def run_case(method: str, data: str, n: int, d: int, *, repeat: int, sk_budget: 
     return row
 
 
-def instance_case(repeat: int) -> dict[str, Any]:
-    """cluster_instances on one Cityscapes-sized frame against one instance-model training step."""
-    g = torch.Generator().manual_seed(0)
-    h, w, d = 256, 512, 8
+THING_CLASSES = [11, 12, 13, 14, 17, 18]
+
+
+def instance_frame(h: int = 256, w: int = 512, d: int = 8, n_instances: int | None = None, seed: int = 0):
+    """A synthetic frame for cluster_instances: rectangles of thing classes (``n_instances`` of
+    them, or until 20% of the pixels are things), embeddings = per-instance centre + noise.
+    Returns (embeddings [1, d, h, w], semantic [1, h, w], objectness [1, h, w], instances [1, h, w])."""
+    g = torch.Generator().manual_seed(seed)
     sem = torch.zeros(1, h, w, dtype=torch.long)
     inst = torch.zeros(1, h, w, dtype=torch.long)
     k = 0
-    thing_classes = [11, 12, 13, 14, 17, 18]
-    while float((inst > 0).float().mean()) < 0.2:
+    while (k < n_instances) if n_instances is not None else float((inst > 0).float().mean()) < 0.2:
         k += 1
         hh, ww = int(torch.randint(12, 60, (1,), generator=g)), int(torch.randint(8, 90, (1,), generator=g))
         y0, x0 = int(torch.randint(0, h - hh, (1,), generator=g)), int(torch.randint(0, w - ww, (1,), generator=g))
-        sem[0, y0:y0 + hh, x0:x0 + ww] = thing_classes[k % len(thing_classes)]
+        sem[0, y0:y0 + hh, x0:x0 + ww] = THING_CLASSES[k % len(THING_CLASSES)]
         inst[0, y0:y0 + hh, x0:x0 + ww] = k
     centers = torch.randn(k + 1, d, generator=g) * 1.5
     emb = (centers[inst].permute(0, 3, 1, 2) + 0.2 * torch.randn(1, d, h, w, generator=g)).contiguous()
     obj = (inst > 0).float() * 0.9 + 0.05
+    return emb, sem, obj, inst
+
+
+def instance_case(repeat: int) -> dict[str, Any]:
+    """cluster_instances on one Cityscapes-sized frame against one instance-model training step."""
+    emb, sem, obj, inst = instance_frame()
+    thing_classes = THING_CLASSES
+    d, h, w = emb.shape[1:]
+    k = int(inst.max())
     row: dict[str, Any] = {"frame": [d, h, w], "thing_fraction": float((sem > 0).float().mean()), "instances": k}
     for method, kw in [("meanshift", dict(bandwidth=0.5, merge_distance=1.5)),
                        ("meanshift++", dict(bandwidth=0.5, merge_distance=1.5))]:

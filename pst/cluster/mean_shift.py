@@ -473,19 +473,29 @@ class MeanShiftPP(_ClusterBase):
     """Grid mean shift (MeanShift++) for 2 to 64 dimensions; see :func:`grid_mean_shift`.
 
     Args:
-        bandwidth: the cell side h (required; ``None`` estimates it as MeanShift does).
+        bandwidth: the kernel radius, as for :class:`MeanShift` (``None`` estimates it as
+            MeanShift does).
+        cell_size: the grid's cell side h. ``None``: ``bandwidth / 2.5`` for d <= 3,
+            ``bandwidth / 1.25`` above. The 3^d block of cells that replaces the ball is much
+            larger than the ball when h = bandwidth and merges nearby modes; on the blobs of
+            ``pst bench cluster`` (d = 2-3, ARI against the truth 0.88 / 0.99 for scikit-learn)
+            h = bandwidth gives 0.38 / 0.81, bandwidth / 1.5 0.63 / 0.89, bandwidth / 2.5
+            0.84 / 0.98 (with small extra clusters at cell boundaries). Above d = 3,
+            bandwidth / 1.25 lifts d = 4-6 and 16 from 0.74-0.90 to 0.90-1.00 and the
+            embedding-like data from 0.79 to 0.94, at about 1.5x the time of h = bandwidth.
         max_iter: at most this many passes.
-        tol: stop when no point moves more than this (default 1e-3 * bandwidth).
+        tol: stop when no point moves more than this (default 1e-3 * the cell side).
         merge_distance: optional "mean-shift+" merge of cluster centres.
 
     Attributes: ``cluster_centers_`` [K, d] (dtype as :class:`MeanShift`'s), ``labels_`` [n],
-    ``n_iter_``, ``n_features_in_``, ``feature_names_in_`` (after fitting a DataFrame).
-    Ctrl-C stops a fit within a fraction of a second (KeyboardInterrupt).
+    ``n_iter_``, ``cell_size_``, ``n_features_in_``, ``feature_names_in_`` (after fitting a
+    DataFrame). Ctrl-C stops a fit within a fraction of a second (KeyboardInterrupt).
     """
 
-    def __init__(self, *, bandwidth: float | None = None, max_iter: int = 300, tol: float | None = None,
-                 merge_distance: float | None = None):
+    def __init__(self, *, bandwidth: float | None = None, cell_size: float | None = None, max_iter: int = 300,
+                 tol: float | None = None, merge_distance: float | None = None):
         self.bandwidth = bandwidth
+        self.cell_size = cell_size
         self.max_iter = max_iter
         self.tol = tol
         self.merge_distance = merge_distance
@@ -493,16 +503,21 @@ class MeanShiftPP(_ClusterBase):
     def fit(self, X, y=None):
         """Cluster ``X`` ([n, d] array or DataFrame). Returns self."""
         x, dtype = self._prepare(X)
-        bw = self.bandwidth
-        if bw is None:
-            if x.shape[0] < 2:
-                raise ValueError("bandwidth=None cannot be estimated from n_samples=1: pass a bandwidth")
-            bw = estimate_bandwidth(x, n_samples=min(x.shape[0], 10000))
-            if bw <= 0:
-                raise ValueError("estimate_bandwidth gave 0 (all points equal?): pass bandwidth explicitly")
-        centers, labels, n_iter = grid_mean_shift(x, bandwidth=bw, max_iter=self.max_iter, tol=self.tol,
+        cell = self.cell_size
+        if cell is None:
+            bw = self.bandwidth
+            if bw is None:
+                if x.shape[0] < 2:
+                    raise ValueError("bandwidth=None cannot be estimated from n_samples=1: pass a bandwidth")
+                bw = estimate_bandwidth(x, n_samples=min(x.shape[0], 10000))
+                if bw <= 0:
+                    raise ValueError("estimate_bandwidth gave 0 (all points equal?): pass bandwidth explicitly")
+            cell = check_bandwidth(bw) / (2.5 if x.shape[1] <= 3 else 1.25)
+        cell = check_bandwidth(cell, "cell_size")
+        centers, labels, n_iter = grid_mean_shift(x, bandwidth=cell, max_iter=self.max_iter, tol=self.tol,
                                                   merge_distance=self.merge_distance)
         self.cluster_centers_ = to_numpy(centers).astype(dtype, copy=False)
         self.labels_ = to_numpy(labels)
         self.n_iter_ = n_iter
+        self.cell_size_ = float(cell)
         return self
