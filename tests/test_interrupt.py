@@ -24,6 +24,20 @@ ROOT = Path(__file__).resolve().parents[1]
 
 pytestmark = pytest.mark.skipif(sys.platform == "win32", reason="SIGINT to a subprocess is POSIX")
 
+# A process started in the background by a non-interactive shell (nohup, `cmd &`, some CI runners)
+# inherits SIGINT ignored, and Python then leaves it ignored; pst's guard rightly does not arm then.
+# These tests are about a program with Python's usual Ctrl-C handling, so they set it up.
+_DEFAULT_SIGINT = "import signal\nsignal.signal(signal.SIGINT, signal.default_int_handler)\n"
+
+
+@pytest.fixture(autouse=True)
+def _python_sigint_handler():
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
 # Each fit runs for minutes uninterrupted (tens of seconds on a fast machine at the least); the
 # child prints "ready" just before it, and "done" after it.
 FITS = {
@@ -51,7 +65,8 @@ FITS = {
 def test_sigint_stops_a_long_fit(name):
     # the child stamps the moment KeyboardInterrupt reaches it (CLOCK_MONOTONIC: the same clock in
     # both processes), then lets it end the process
-    code = "import time\nimport numpy as np, torch\nimport pst.cluster as pc\n" + textwrap.dedent(FITS[name]) + (
+    code = (_DEFAULT_SIGINT + "import time\nimport numpy as np, torch\nimport pst.cluster as pc\n"
+            + textwrap.dedent(FITS[name])) + (
         "print('ready', flush=True)\n"
         "try:\n    fit()\nexcept KeyboardInterrupt:\n    print('interrupted', time.monotonic(), flush=True)\n    raise\n"
         "print('done', flush=True)\n")
