@@ -5,7 +5,9 @@ Each iteration (REFERENCE.md; SAC for the semantic branch):
 1. a labelled source batch (augmented) and an unlabelled target batch (scale-crop and
    flip only: the teacher sees clean images);
 2. semantic pseudo-labels from the teacher, fused over ``n_views`` zoomed/flipped
-   views, class-wise thresholds (:func:`pst.train.pseudo.semantic_pseudo_labels`);
+   views, class-wise thresholds (:func:`pst.train.pseudo.semantic_pseudo_labels`); with
+   ``selftrain.thing_objectness`` > 0, thing pixels whose teacher objectness is below it
+   are ignored (:func:`pst.train.pseudo.gate_things`);
 3. instance pseudo-labels for every instance model, made *every iteration* by
    clustering the teacher's embeddings inside the pseudo-label's thing masks
    (:func:`pst.cluster.cluster_instances`) and cleaning them (:func:`pst.morph.refine`);
