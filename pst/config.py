@@ -34,6 +34,8 @@ __all__ = [
     "ModelConfig",
     "AugmentConfig",
     "LossConfig",
+    "OptimizerConfig",
+    "LoopConfig",
     "SourceConfig",
     "SelfTrainConfig",
     "InstancePseudoConfig",
@@ -173,28 +175,52 @@ class LossConfig:
 
 
 @dataclass
-class SourceConfig:
-    """Supervised training (source-only and oracle)."""
+class OptimizerConfig:
+    """The optimiser and its poly schedule, shared by the training stages
+    (:func:`pst.train.model.build_optimizer`, :func:`pst.train.model.set_lr`,
+    :func:`pst.train.runtime.optimizer_step`). Its keys sit directly under ``source:`` and
+    ``selftrain:``."""
 
-    steps: int = 600
     optimizer: Literal["sgd", "adamw"] = "sgd"
     lr: float = 0.01
     momentum: float = 0.9  # SGD momentum (adamw: beta1)
     weight_decay: float = 5e-4
     head_lr_mult: float = 10.0
     poly_power: float = 0.9
-    warmup: int = 20
     grad_clip: float = 0.0  # max global gradient norm (0: no clipping)
+
+    def validate(self, key: str) -> None:
+        _check_range(f"{key}.lr", self.lr, 0.0, strict=True)
+        _check_range(f"{key}.grad_clip", self.grad_clip, 0.0)
+
+
+@dataclass
+class LoopConfig:
+    """How long a training stage runs and how often it logs and saves a resumable
+    checkpoint (:class:`pst.train.loop.TrainLoop`). Its keys sit directly under ``source:``
+    and ``selftrain:``."""
+
+    steps: int = 600
     checkpoint_every: int = 100
     log_every: int = 20
 
     def validate(self, key: str) -> None:
         _check_range(f"{key}.steps", self.steps, 0)
-        _check_range(f"{key}.lr", self.lr, 0.0, strict=True)
         _check_range(f"{key}.checkpoint_every", self.checkpoint_every, 1)
         _check_range(f"{key}.log_every", self.log_every, 1)
+
+
+@dataclass
+class SourceConfig(OptimizerConfig, LoopConfig):
+    """Supervised training (source-only and oracle): the loop and optimiser settings, and
+    a linear learning-rate warm-up over the first ``warmup`` steps."""
+
+    warmup: int = 20
+
+    def validate(self, key: str) -> None:
+        LoopConfig.validate(self, key)
+        OptimizerConfig.validate(self, key)
         _check_range(f"{key}.warmup", self.warmup, 0)
-        _check_range(f"{key}.grad_clip", self.grad_clip, 0.0)
 
 
 @dataclass
@@ -227,17 +253,14 @@ class InstancePseudoConfig:
 
 
 @dataclass
-class SelfTrainConfig:
+class SelfTrainConfig(OptimizerConfig, LoopConfig):
     """Self-training on the target with EMA teachers (REFERENCE.md, SAC defaults)."""
 
+    # the loop and optimiser defaults that differ from the source stage's
     steps: int = 400
-    optimizer: Literal["sgd", "adamw"] = "sgd"
     lr: float = 0.005
-    momentum: float = 0.9  # SGD momentum (adamw: beta1)
-    weight_decay: float = 5e-4
-    head_lr_mult: float = 10.0
-    poly_power: float = 0.9
-    grad_clip: float = 0.0  # max global gradient norm (0: no clipping)
+    checkpoint_every: int = 50
+    log_every: int = 10
     ema_momentum: float = 0.99
     ema_every: int = 100
     source_weight: float = 1.0
@@ -257,23 +280,18 @@ class SelfTrainConfig:
     instances: InstancePseudoConfig = field(default_factory=InstancePseudoConfig)
     bn_recalibrate: int = 0  # after the last step: BatchNorm statistics from this many target images (0: off)
     eval_every: int = 50
-    checkpoint_every: int = 50
-    log_every: int = 10
 
     def validate(self, key: str) -> None:
-        _check_range(f"{key}.steps", self.steps, 0)
-        _check_range(f"{key}.lr", self.lr, 0.0, strict=True)
+        LoopConfig.validate(self, key)
+        OptimizerConfig.validate(self, key)
         _check_range(f"{key}.ema_momentum", self.ema_momentum, 0.0, 1.0)
         _check_range(f"{key}.prior_momentum", self.prior_momentum, 0.0, 1.0)
         _check_range(f"{key}.prior_beta", self.prior_beta, 0.0, strict=True)
         _check_range(f"{key}.ema_every", self.ema_every, 1)
-        _check_range(f"{key}.grad_clip", self.grad_clip, 0.0)
         _check_range(f"{key}.n_views", self.n_views, 1)
         _check_range(f"{key}.threshold_min", self.threshold_min, 0.0, 1.0)
         _check_range(f"{key}.threshold_scale", self.threshold_scale, 0.0, 1.0)
         _check_range(f"{key}.eval_every", self.eval_every, 0)
-        _check_range(f"{key}.checkpoint_every", self.checkpoint_every, 1)
-        _check_range(f"{key}.log_every", self.log_every, 1)
         _check_range(f"{key}.consistency_anchors", self.consistency_anchors, 1)
         _check_range(f"{key}.bn_recalibrate", self.bn_recalibrate, 0)
         _check_range(f"{key}.thing_objectness", self.thing_objectness, 0.0, 1.0)

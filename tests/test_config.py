@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import dataclasses
+import re
 
 import pytest
 import yaml
 
-from pst.config import (Config, apply_overrides, config_from_dict, config_to_dict, dump_config, find_config,
-                        load_config, shipped_configs)
+from pst.config import (Config, LoopConfig, OptimizerConfig, apply_overrides, config_from_dict, config_to_dict,
+                        dump_config, find_config, load_config, shipped_configs)
 
 
 def test_shipped_configs_load_and_validate():
@@ -135,6 +136,29 @@ def test_inherit_and_errors(tmp_path):
         load_config(broken)
     with pytest.raises(FileNotFoundError, match="not a shipped config"):
         find_config("no_such_config")
+
+
+@pytest.mark.parametrize("stage", ["source", "selftrain"])
+@pytest.mark.parametrize("override, message", [
+    ("steps=-1", "steps should be >= 0"), ("lr=0", "lr should be > 0.0"), ("grad_clip=-1", "grad_clip should be >= 0.0"),
+    ("checkpoint_every=0", "checkpoint_every should be >= 1"), ("log_every=0", "log_every should be >= 1"),
+])
+def test_shared_loop_and_optimizer_settings_are_checked_under_each_stage(stage, override, message):
+    with pytest.raises(ValueError, match=re.escape(f"{stage}.{message}")):
+        load_config(None, [f"{stage}.{override}"])
+
+
+def test_shared_settings_keep_each_stage_its_defaults():
+    """The stages share the loop and optimiser fields (one declaration) and keep the defaults they had."""
+    cfg = Config()
+    for st in (cfg.source, cfg.selftrain):
+        assert isinstance(st, LoopConfig) and isinstance(st, OptimizerConfig)
+        assert (st.optimizer, st.momentum, st.weight_decay, st.head_lr_mult, st.poly_power, st.grad_clip) == (
+            "sgd", 0.9, 5e-4, 10.0, 0.9, 0.0)
+    assert (cfg.source.steps, cfg.source.lr, cfg.source.checkpoint_every, cfg.source.log_every) == (600, 0.01, 100, 20)
+    assert (cfg.selftrain.steps, cfg.selftrain.lr, cfg.selftrain.checkpoint_every, cfg.selftrain.log_every) == (
+        400, 0.005, 50, 10)
+    assert cfg.source.warmup == 20 and not hasattr(cfg.selftrain, "warmup")
 
 
 def test_config_is_plain_dataclass():
