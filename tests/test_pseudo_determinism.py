@@ -20,8 +20,8 @@ from pst.io import read_png
 from pst.train.checkpoint import load_checkpoint
 from pst.train.data import build_dataset, step_generator
 from pst.train.evaluate import net_from_checkpoint
-from pst.train.pseudo import (INDEX_NAME, PARTIAL_NAME, PSEUDO_KINDS, _PseudoIndex, _reproducible_kernels,
-                              semantic_pseudo_labels, write_pseudo_labels)
+from pst.train.pseudo import (INDEX_NAME, PARTIAL_NAME, PSEUDO_KINDS, SemanticPseudoSettings, _PseudoIndex,
+                              _reproducible_kernels, semantic_pseudo_labels, write_pseudo_labels)
 from tests.test_train import tiny_config
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -112,10 +112,9 @@ def test_files_are_the_training_pseudo_labels_of_the_image_alone(checkpoint, ref
         threads = torch.get_num_threads()
         torch.set_num_threads(1)
         try:
-            sp = semantic_pseudo_labels(net.semantic, sample["image"][None], None, n_views=st.n_views,
-                                        zoom=st.view_zoom, flip=st.view_flip,
-                                        generator=step_generator(cfg.seed, "pseudo-label", "views", name),
-                                        minimum=st.threshold_min, scale=st.threshold_scale, beta=st.prior_beta)
+            sp = semantic_pseudo_labels(net.semantic, sample["image"][None], None,
+                                        SemanticPseudoSettings.from_config(st),
+                                        generator=step_generator(cfg.seed, "pseudo-label", "views", name))
         finally:
             torch.set_num_threads(threads)
         from io import BytesIO

@@ -5,6 +5,7 @@ from __future__ import annotations
 import copy
 import dataclasses
 import math
+import re
 
 import numpy as np
 import pytest
@@ -17,7 +18,8 @@ from pst.train.checkpoint import find_checkpoints, load_checkpoint, save_checkpo
 from pst.train.data import StepSampler, gt_panoptic, photometric, scale_crop, step_generator
 from pst.train.ema import ema_update, make_teacher, recalibrate_bn
 from pst.train.model import instance_groups, set_lr
-from pst.train.pseudo import ClassPrior, class_thresholds, instance_scores, semantic_pseudo_labels
+from pst.train.pseudo import (ClassPrior, SemanticPseudoSettings, class_thresholds, instance_scores,
+                              semantic_pseudo_labels)
 from pst.train.report import colorize_panoptic, gap_closed
 
 # a tiny but complete pipeline: every stage runs a couple of steps on 64x128 toy scenes
@@ -173,7 +175,7 @@ def test_semantic_pseudo_labels_threshold_and_ignore():
     logits[0, 1, 2:] = 0.3   # barely class 1 on the bottom half
     teacher = _FixedTeacher(logits)
     prior = ClassPrior(C)
-    sp = semantic_pseudo_labels(teacher, torch.rand(1, 3, H, W), prior, n_views=1)
+    sp = semantic_pseudo_labels(teacher, torch.rand(1, 3, H, W), prior, SemanticPseudoSettings(n_views=1))
     probs = torch.softmax(logits, 1)
     conf, arg = probs.max(1)
     tau = class_thresholds(conf, arg, prior.chi)
@@ -189,10 +191,60 @@ def test_semantic_pseudo_labels_multi_view_is_consistent():
     C = 4
     teacher = _FixedTeacher(torch.tensor([2.0, 0.5, 0.0, -1.0]).view(1, C, 1, 1).expand(1, C, 32, 64).clone())
     g = torch.Generator().manual_seed(1)
-    sp = semantic_pseudo_labels(teacher, torch.rand(2, 3, 32, 64), None, n_views=4, generator=g)
+    sp = semantic_pseudo_labels(teacher, torch.rand(2, 3, 32, 64), None, SemanticPseudoSettings(n_views=4),
+                                generator=g)
     ref = torch.softmax(torch.tensor([2.0, 0.5, 0.0, -1.0]), 0)
     torch.testing.assert_close(sp.probs, ref.view(1, C, 1, 1).expand(2, C, 32, 64), atol=1e-5, rtol=1e-5)
     assert (sp.labels == 0).all()
+
+
+def test_semantic_pseudo_settings_come_from_the_selftrain_config():
+    st = tiny_config("selftrain.n_views=3", "selftrain.view_zoom=[0.6,0.9]", "selftrain.view_flip=false",
+                     "selftrain.threshold_min=0.1", "selftrain.threshold_scale=0.5", "selftrain.prior_beta=0.01").selftrain
+    assert SemanticPseudoSettings.from_config(st) == SemanticPseudoSettings(
+        n_views=3, zoom=(0.6, 0.9), flip=False, minimum=0.1, scale=0.5, beta=0.01)
+    teacher = _FixedTeacher(torch.zeros(1, 2, 4, 4))
+    with pytest.raises(TypeError, match="SemanticPseudoSettings"):
+        semantic_pseudo_labels(teacher, torch.rand(1, 3, 4, 4), None, st)
+
+
+def test_check_finite_and_diverged_name_the_step_and_the_remedy():
+    from pst.train.loop import check_finite, diverged
+
+    check_finite({"a": torch.tensor(1.0)}, 3)
+    with pytest.raises(FloatingPointError, match=re.escape("step 3: non-finite loss terms ['b', 'c']")):
+        check_finite({"a": torch.tensor(1.0), "b": torch.tensor(float("nan")), "c": torch.tensor([0.0, -math.inf])}, 3)
+    with pytest.raises(ValueError, match="selftrain step 5: the network diverged .*lower selftrain.lr or set "
+                                         "selftrain.grad_clip") as info:
+        with diverged("selftrain", 5):
+            raise ValueError("logits contain NaN or infinity")
+    assert isinstance(info.value.__cause__, ValueError)
+    with pytest.raises(ValueError, match="lower oracle.lr or set source.grad_clip"):
+        with diverged("oracle", 0):
+            raise ValueError("inf")
+    with pytest.raises(ValueError, match="^other$"):  # other errors pass unchanged
+        with diverged("source", 0):
+            raise ValueError("other")
+
+
+def test_stopwatch_sums_the_parts_of_counted_iterations():
+    import time
+
+    from pst.train.loop import Stopwatch
+
+    w = Stopwatch(("data", "iteration"))
+    for _ in range(2):
+        with w.iteration():
+            with w("data"):
+                time.sleep(0.01)
+    assert w.steps == 2 and 0.02 <= w.sums["data"] <= w.sums["iteration"]
+    before = dict(w.sums)
+    with pytest.raises(RuntimeError):
+        with w.iteration(), w("data"):
+            time.sleep(0.01)
+            raise RuntimeError
+    assert w.steps == 2 and w.sums == before  # a failed block adds nothing
+    assert w.means() == {k: v / 2 for k, v in before.items()}
 
 
 def test_instance_scores_match_loop():
@@ -426,7 +478,7 @@ def test_source_and_oracle_side_by_side_only_with_cores_for_both(monkeypatch):
 # --------------------------------------------------------------------------- mixed precision on CPU
 
 def test_cpu_autocast_runs_in_bfloat16_and_only_where_enabled():
-    from pst.train.evaluate import autocast_for
+    from pst.train.runtime import autocast_for
 
     lin = nn.Linear(8, 4)
     x = torch.randn(3, 8)

@@ -15,8 +15,8 @@ from dataclasses import dataclass
 import torch
 import torch.distributed as dist
 
-__all__ = ["DistInfo", "init_from_env", "shutdown", "is_main", "world_size", "rank",
-           "all_reduce_mean", "broadcast_module", "sync_buffers", "barrier", "resolve_device"]
+__all__ = ["DistInfo", "init_from_env", "shutdown", "all_reduce_mean", "broadcast_module", "sync_buffers", "barrier",
+           "resolve_device"]
 
 logger = logging.getLogger(__name__)
 
@@ -67,18 +67,6 @@ def shutdown() -> None:
 
 def _active() -> bool:
     return dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1
-
-
-def world_size() -> int:
-    return dist.get_world_size() if _active() else 1
-
-
-def rank() -> int:
-    return dist.get_rank() if _active() else 0
-
-
-def is_main() -> bool:
-    return rank() == 0
 
 
 def barrier() -> None:

@@ -14,7 +14,6 @@ the same way, so the difference to ``"embedding"`` is what the instance models a
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import time
 from pathlib import Path
@@ -25,8 +24,9 @@ import torch
 from pst.labels import LABEL_DIVISOR
 from pst.train.data import collate, gt_panoptic, resize_sample
 from pst.train.pseudo import instance_pseudo_labels, instance_scores
+from pst.train.runtime import autocast_for
 
-__all__ = ["Prediction", "predict", "evaluate_net", "evaluate_checkpoint", "net_from_checkpoint", "autocast_for",
+__all__ = ["Prediction", "predict", "evaluate_net", "evaluate_checkpoint", "net_from_checkpoint",
            "connected_instances", "held_out_spec", "thing_class_table", "INSTANCE_SOURCES"]
 
 # how predict makes instances: clustering the instance models' embeddings, or the
@@ -34,18 +34,6 @@ __all__ = ["Prediction", "predict", "evaluate_net", "evaluate_checkpoint", "net_
 INSTANCE_SOURCES = ("embedding", "cc")
 
 logger = logging.getLogger(__name__)
-
-
-def autocast_for(device: torch.device, enabled: bool):
-    """bfloat16 autocast on a GPU that supports it (float16 otherwise) and on a CPU
-    (:func:`pst.train.runtime.setup_runtime` enables it there only where the CPU computes
-    bfloat16 natively); nothing on other devices."""
-    if not enabled or device.type not in ("cuda", "cpu"):
-        return contextlib.nullcontext()
-    if device.type == "cpu":
-        return torch.autocast(device_type="cpu", dtype=torch.bfloat16)
-    dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
-    return torch.autocast(device_type="cuda", dtype=dtype)
 
 
 class Prediction(NamedTuple):

@@ -20,6 +20,7 @@ on batching, threads or interruptions; an index with checksums makes reruns veri
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import hashlib
 import json
 import logging
@@ -31,7 +32,8 @@ import torch
 from pst.labels import IGNORE
 from pst.train.distributed import all_reduce_mean
 
-__all__ = ["ClassPrior", "class_thresholds", "SemanticPseudo", "semantic_pseudo_labels", "gate_things",
+__all__ = ["ClassPrior", "class_thresholds", "SemanticPseudo", "SemanticPseudoSettings",
+           "semantic_pseudo_labels", "gate_things",
            "instance_pseudo_labels", "instance_scores", "write_pseudo_labels"]
 
 logger = logging.getLogger(__name__)
@@ -104,11 +106,31 @@ class SemanticPseudo(NamedTuple):
     argmax: torch.Tensor
 
 
+@dataclasses.dataclass(frozen=True)
+class SemanticPseudoSettings:
+    """How :func:`semantic_pseudo_labels` fuses views and thresholds: ``n_views`` teacher views
+    zoomed into ``zoom`` [lo, hi] (flipped at random when ``flip``), thresholds
+    ``max(minimum, scale * peak_c * (1 - exp(-chi_c / beta)))``. The defaults are SAC's;
+    :meth:`from_config` reads them from ``cfg.selftrain``."""
+
+    n_views: int = 4
+    zoom: tuple[float, float] = (0.5, 1.0)
+    flip: bool = True
+    minimum: float = 0.2
+    scale: float = 0.75
+    beta: float = 1e-3
+
+    @classmethod
+    def from_config(cls, st) -> SemanticPseudoSettings:
+        """The settings of a :class:`pst.config.SelfTrainConfig` (``cfg.selftrain``)."""
+        return cls(n_views=st.n_views, zoom=tuple(st.view_zoom), flip=st.view_flip, minimum=st.threshold_min,
+                   scale=st.threshold_scale, beta=st.prior_beta)
+
+
 @torch.no_grad()
-def semantic_pseudo_labels(teacher, images: torch.Tensor, prior: ClassPrior | None, *, n_views: int = 4,
-                           zoom: Sequence[float] = (0.5, 1.0), flip: bool = True,
-                           generator: torch.Generator | None = None, minimum: float = 0.2,
-                           scale: float = 0.75, beta: float = 1e-3, update_prior: bool = True) -> SemanticPseudo:
+def semantic_pseudo_labels(teacher, images: torch.Tensor, prior: ClassPrior | None,
+                           settings: SemanticPseudoSettings = SemanticPseudoSettings(), *,
+                           generator: torch.Generator | None = None, update_prior: bool = True) -> SemanticPseudo:
     """Multi-view fused, class-wise thresholded semantic pseudo-labels.
 
     Args:
@@ -116,12 +138,17 @@ def semantic_pseudo_labels(teacher, images: torch.Tensor, prior: ClassPrior | No
         images: [B, 3, H, W] float in [0, 1] (clean: no photometric noise).
         prior: the class prior, updated with this batch when ``update_prior`` (None: no
             prior, the exp factor is 1).
+        settings: views and thresholds (:class:`SemanticPseudoSettings`).
+        generator: draws the views' zoom windows and flips.
     """
+    if not isinstance(settings, SemanticPseudoSettings):
+        raise TypeError(f"settings should be a SemanticPseudoSettings, got {type(settings).__name__}")
+    n_views, minimum, scale, beta = settings.n_views, settings.minimum, settings.scale, settings.beta
     B, _, H, W = images.shape
     if n_views > 1:
         from pst.data.transforms import multi_view, warp_back
 
-        views, params = multi_view(images, n_views, zoom=tuple(zoom), flip=flip, generator=generator)
+        views, params = multi_view(images, n_views, zoom=tuple(settings.zoom), flip=settings.flip, generator=generator)
         outs = [torch.softmax(teacher(v).float(), dim=1) for v in views]
         probs = warp_back(outs, params, (H, W))
     else:
@@ -307,10 +334,8 @@ def _image_pseudo_labels(net, keys: Sequence[str], cfg, prior: ClassPrior | None
 
     st = cfg.selftrain
     x = image[None]
-    sp = semantic_pseudo_labels(net.semantic, x, prior, n_views=st.n_views, zoom=st.view_zoom, flip=st.view_flip,
-                                generator=step_generator(cfg.seed, "pseudo-label", "views", name),
-                                minimum=st.threshold_min, scale=st.threshold_scale, beta=st.prior_beta,
-                                update_prior=False)
+    sp = semantic_pseudo_labels(net.semantic, x, prior, SemanticPseudoSettings.from_config(st),
+                                generator=step_generator(cfg.seed, "pseudo-label", "views", name), update_prior=False)
     anchor_seed = step_generator(cfg.seed, "pseudo-label", "anchors", name).initial_seed()
     out = net(x, semantic=False, keys=keys)["instance"]
     objs = {k: torch.sigmoid(out[k]["objectness"].float()) for k in keys}

@@ -1,8 +1,13 @@
-"""Process set-up shared by the training stages: device, threads, seeds, DDP, AMP."""
+"""What the training stages run on, in one place: the process set-up (device, threads,
+determinism, seeds, torchrun's process group), mixed precision (when autocast is on and with
+which dtype, the GradScaler), the DistributedDataParallel wrapper and the optimizer step
+(backward, gradient clipping, BatchNorm buffers averaged over processes)."""
 
 from __future__ import annotations
 
+import contextlib
 import functools
+import inspect
 import logging
 import random
 from dataclasses import dataclass
@@ -10,9 +15,10 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from pst.train.distributed import DistInfo, init_from_env, resolve_device
+from pst.train.distributed import DistInfo, init_from_env, resolve_device, sync_buffers
 
-__all__ = ["Runtime", "setup_runtime", "seed_everything", "make_scaler", "amp_enabled", "cpu_has_bf16"]
+__all__ = ["Runtime", "setup_runtime", "seed_everything", "make_scaler", "amp_enabled", "cpu_has_bf16",
+           "autocast_for", "wrap_ddp", "optimizer_step"]
 
 logger = logging.getLogger(__name__)
 
@@ -80,8 +86,51 @@ def cpu_has_bf16() -> bool:
     return False
 
 
+def autocast_for(device: torch.device, enabled: bool):
+    """bfloat16 autocast on a GPU that supports it (float16 otherwise) and on a CPU
+    (:func:`setup_runtime` enables it there only where the CPU computes bfloat16 natively,
+    :func:`amp_enabled`); nothing on other devices."""
+    if not enabled or device.type not in ("cuda", "cpu"):
+        return contextlib.nullcontext()
+    if device.type == "cpu":
+        return torch.autocast(device_type="cpu", dtype=torch.bfloat16)
+    dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+    return torch.autocast(device_type="cuda", dtype=dtype)
+
+
 def make_scaler(rt: Runtime):
     """A GradScaler for float16 autocast (bfloat16 and CPU need none: returns None)."""
     if rt.amp and rt.device.type == "cuda" and not torch.cuda.is_bf16_supported():
         return torch.amp.GradScaler("cuda")
     return None
+
+
+def wrap_ddp(net: torch.nn.Module, rt: Runtime):
+    """``net`` in DistributedDataParallel when more than one process runs, else itself."""
+    if rt.dist.world_size <= 1:
+        return net
+    from torch.nn.parallel import DistributedDataParallel
+
+    # buffers are averaged after every step (sync_buffers), not broadcast before each forward
+    params = inspect.signature(DistributedDataParallel.__init__).parameters
+    sync = {"forward_sync_buffers": False} if "forward_sync_buffers" in params else {"broadcast_buffers": False}
+    return DistributedDataParallel(net, device_ids=[rt.device] if rt.device.type == "cuda" else None, **sync)
+
+
+def optimizer_step(loss: torch.Tensor, optimizer, scaler, net, *, grad_clip: float = 0.0) -> None:
+    """Backward (through ``scaler`` when there is one), optional global gradient-norm
+    clipping, step; then average BN buffers over processes."""
+    optimizer.zero_grad(set_to_none=True)
+    if scaler is not None:
+        scaler.scale(loss).backward()
+        if grad_clip > 0:
+            scaler.unscale_(optimizer)
+            torch.nn.utils.clip_grad_norm_(net.parameters(), grad_clip)
+        scaler.step(optimizer)
+        scaler.update()
+    else:
+        loss.backward()
+        if grad_clip > 0:
+            torch.nn.utils.clip_grad_norm_(net.parameters(), grad_clip)
+        optimizer.step()
+    sync_buffers(net)
