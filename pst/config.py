@@ -160,7 +160,8 @@ class AugmentConfig:
 
 @dataclass
 class LossConfig:
-    """Loss weights and margins (REFERENCE.md: De Brabandere et al. 2017, SAC)."""
+    """Loss weights and margins (discriminative loss: De Brabandere et al. 2017; focal class
+    weighting: SAC, Araslanov & Roth 2021, github.com/visinf/da-sac)."""
 
     delta_v: float = 0.5
     delta_d: float = 1.5
@@ -254,7 +255,8 @@ class InstancePseudoConfig:
 
 @dataclass
 class SelfTrainConfig(OptimizerConfig, LoopConfig):
-    """Self-training on the target with EMA teachers (REFERENCE.md, SAC defaults)."""
+    """Self-training on the target with EMA teachers (defaults of SAC, Araslanov & Roth 2021,
+    github.com/visinf/da-sac)."""
 
     # the loop and optimiser defaults that differ from the source stage's
     steps: int = 400

@@ -68,7 +68,7 @@ CITYSCAPES_LABELS: tuple[CityscapesLabel, ...] = (
     CityscapesLabel("bicycle", 33, 18, "vehicle", True, False, (119, 11, 32)),
 )
 
-# The category-centric groups of the method (REFERENCE.md): CCM trains one instance model per group.
+# The category-centric groups of the method (arXiv 2311.10648): CCM trains one instance model per group.
 THING_GROUPS: dict[str, tuple[str, ...]] = {
     "auto": ("car", "truck", "bus", "train"),
     "human": ("person", "rider"),
@@ -209,7 +209,8 @@ CITYSCAPES19 = _from_cityscapes(
         (lab for lab in CITYSCAPES_LABELS if lab.train_id != 255), key=lambda lab: lab.train_id))
 )
 
-# SYNTHIA -> Cityscapes: the 19 classes minus terrain, truck and train (REFERENCE.md).
+# SYNTHIA -> Cityscapes: the 19 classes minus terrain, truck and train (the usual 16-class protocol,
+# as in SAC, Araslanov & Roth 2021).
 SYNTHIA16 = _from_cityscapes(
     "synthia16", tuple(c for c in CITYSCAPES19.classes if c not in ("terrain", "truck", "train"))
 )

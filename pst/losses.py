@@ -18,6 +18,8 @@ from typing import Any, Callable, TypeVar
 import torch
 import torch.nn.functional as F
 
+from pst._checks import check_all_finite, check_choice, check_tensor, tensor
+
 __all__ = ["focal_ce", "discriminative_loss", "objectness_loss", "embedding_consistency", "NORMALIZE"]
 
 NORMALIZE = ("valid", "all")
@@ -41,56 +43,7 @@ def _full_precision(fn: _F) -> _F:
     return wrapper  # type: ignore[return-value]
 
 
-# ----------------------------------------------------------------------------- checks
-def _tensor(x: Any, name: str) -> torch.Tensor:
-    if not isinstance(x, torch.Tensor):
-        raise TypeError(f"{name} should be a torch.Tensor, got {type(x).__name__}")
-    return x
-
-
-def _floating(x: Any, name: str, dims: str) -> torch.Tensor:
-    x = _tensor(x, name)
-    if x.dim() != len(dims.split(",")):
-        raise ValueError(f"{name} should have shape [{dims}], got {list(x.shape)}")
-    if not x.is_floating_point():
-        raise TypeError(f"{name} should be a floating tensor, got {x.dtype}")
-    return x
-
-
-def _integer(x: Any, name: str, shape: torch.Size | tuple[int, ...], dims: str) -> torch.Tensor:
-    x = _tensor(x, name)
-    if tuple(x.shape) != tuple(shape):
-        raise ValueError(f"{name} should have shape [{dims}] = {list(shape)}, got {list(x.shape)}")
-    if x.is_floating_point() or x.is_complex() or x.dtype == torch.bool:
-        raise TypeError(f"{name} should be an integer tensor, got {x.dtype}")
-    return x.long()
-
-
-def _mask(x: Any, name: str, shape: torch.Size, dims: str) -> torch.Tensor | None:
-    if x is None:
-        return None
-    x = _tensor(x, name)
-    if tuple(x.shape) != tuple(shape):
-        raise ValueError(f"{name} should have shape [{dims}] = {list(shape)}, got {list(x.shape)}")
-    if x.dtype != torch.bool:
-        raise TypeError(f"{name} should be a bool tensor, got {x.dtype}")
-    return x
-
-
-def _weights(x: Any, name: str, shape: torch.Size | tuple[int, ...], dims: str) -> torch.Tensor:
-    x = _tensor(x, name)
-    if tuple(x.shape) != tuple(shape):
-        raise ValueError(f"{name} should have shape [{dims}] = {list(shape)}, got {list(x.shape)}")
-    if not x.is_floating_point():
-        raise TypeError(f"{name} should be a floating tensor, got {x.dtype}")
-    return x
-
-
-def _finite(x: torch.Tensor, name: str) -> None:
-    if x.numel() and not bool(torch.isfinite(x).all()):
-        raise ValueError(f"{name} contains NaN or infinity")
-
-
+# ----------------------------------------------------------------------------- helpers
 def _compute_dtype(x: torch.Tensor) -> torch.Tensor:
     """float64 stays float64, everything else computes in float32."""
     return x if x.dtype in (torch.float32, torch.float64) else x.float()
@@ -119,7 +72,7 @@ def focal_ce(
 ) -> torch.Tensor:
     """Cross-entropy weighted per class by ``(1 - chi_c) ** focal_power`` and per pixel.
 
-    As in SAC (Araslanov & Roth 2021, REFERENCE.md): ``chi`` is the running class prior
+    As in SAC (Araslanov & Roth 2021, github.com/visinf/da-sac): ``chi`` is the running class prior
     (the EMA of the teacher's mean class probability), so frequent classes are weighted
     down; ``pixel_weight`` is the teacher's confidence. The per-pixel loss is
     ``w_pix * (1 - chi_t) ** p * (-log softmax(logits)_t)``; it is summed and divided by
@@ -139,14 +92,13 @@ def focal_ce(
     Returns:
         scalar, float32 (float64 for float64 logits).
     """
-    logits = _floating(logits, "logits", "B, C, H, W")
+    logits = check_tensor(logits, "logits", dims="B, C, H, W", kind="floating")
     b, c, h, w = logits.shape
-    target = _integer(target, "target", (b, h, w), "B, H, W")
-    if normalize not in NORMALIZE:
-        raise ValueError(f"normalize should be one of {NORMALIZE}, got {normalize!r}")
+    target = check_tensor(target, "target", dims="B, H, W", shape=(b, h, w), kind="integer").long()
+    check_choice(normalize, "normalize", NORMALIZE)
     if not (isinstance(focal_power, (int, float)) and focal_power >= 0):
         raise ValueError(f"focal_power should be a number >= 0, got {focal_power!r}")
-    _finite(logits, "logits")
+    check_all_finite(logits, "logits")
     valid = target != ignore_index
     bad = valid & ((target < 0) | (target >= c))
     if bool(bad.any()):
@@ -157,12 +109,13 @@ def focal_ce(
     nll = -F.log_softmax(x, 1).gather(1, t[:, None])[:, 0]  # [B, H, W]
     weight = valid.to(x.dtype)
     if class_prior is not None:
-        prior = _weights(class_prior, "class_prior", (c,), "C").detach().to(x.dtype)
-        _finite(prior, "class_prior")
+        prior = check_tensor(class_prior, "class_prior", dims="C", shape=(c,), kind="floating").detach().to(x.dtype)
+        check_all_finite(prior, "class_prior")
         weight = weight * (1.0 - prior.clamp(0.0, 1.0)).pow(focal_power)[t]
     if pixel_weight is not None:
-        pw = _weights(pixel_weight, "pixel_weight", (b, h, w), "B, H, W").detach().to(x.dtype)
-        _finite(pw, "pixel_weight")
+        pw = check_tensor(pixel_weight, "pixel_weight", dims="B, H, W", shape=(b, h, w), kind="floating")
+        pw = pw.detach().to(x.dtype)
+        check_all_finite(pw, "pixel_weight")
         weight = weight * pw
     denom = valid.sum().clamp_min(1) if normalize == "valid" else max(b * h * w, 1)
     return (weight * nll).sum() / denom
@@ -203,16 +156,16 @@ def discriminative_loss(
     Returns:
         scalar, float32 (float64 for float64 embeddings).
     """
-    embedding = _floating(embedding, "embedding", "B, D, H, W")
+    embedding = check_tensor(embedding, "embedding", dims="B, D, H, W", kind="floating")
     b, d, h, w = embedding.shape
-    instances = _integer(instances, "instances", (b, h, w), "B, H, W")
-    valid = _mask(valid, "valid", instances.shape, "B, H, W")
+    instances = check_tensor(instances, "instances", dims="B, H, W", shape=(b, h, w), kind="integer").long()
+    valid = None if valid is None else check_tensor(valid, "valid", dims="B, H, W", shape=instances.shape, kind="bool")
     for name, v in (("delta_v", delta_v), ("delta_d", delta_d)):
         if not (isinstance(v, (int, float)) and v >= 0):
             raise ValueError(f"{name} should be a number >= 0, got {v!r}")
     if bool((instances < 0).any()):
         raise ValueError(f"instances should be >= 0, got {int(instances.min())}")
-    _finite(embedding, "embedding")
+    check_all_finite(embedding, "embedding")
     x_all = _compute_dtype(embedding)
     mask = instances > 0
     if valid is not None:
@@ -275,14 +228,14 @@ def objectness_loss(
     Returns:
         scalar, float32 (float64 for float64 logits); 0 (connected) if no pixel is valid.
     """
-    logits = _floating(logits, "logits", "B, H, W")
-    target = _tensor(target, "target")
+    logits = check_tensor(logits, "logits", dims="B, H, W", kind="floating")
+    target = tensor(target, "target")
     if tuple(target.shape) != tuple(logits.shape):
         raise ValueError(f"target should have shape [B, H, W] = {list(logits.shape)}, got {list(target.shape)}")
     if target.dtype != torch.bool and not target.is_floating_point():
         raise TypeError(f"target should be a bool (or floating) tensor, got {target.dtype}")
-    valid = _mask(valid, "valid", logits.shape, "B, H, W")
-    _finite(logits, "logits")
+    valid = None if valid is None else check_tensor(valid, "valid", dims="B, H, W", shape=logits.shape, kind="bool")
+    check_all_finite(logits, "logits")
     x = _compute_dtype(logits)
     t = target.detach().to(x.dtype)
     if target.is_floating_point() and t.numel() and bool(((t < 0) | (t > 1) | t.isnan()).any()):
@@ -327,23 +280,23 @@ def embedding_consistency(
     Returns:
         scalar, float32 (float64 for float64 student).
     """
-    student = _floating(student, "student", "B, D, H, W")
-    teacher = _floating(teacher, "teacher", "B, D, H, W")
+    student = check_tensor(student, "student", dims="B, D, H, W", kind="floating")
+    teacher = check_tensor(teacher, "teacher", dims="B, D, H, W", kind="floating")
     if teacher.shape != student.shape:
         raise ValueError(f"teacher should have the student's shape {list(student.shape)}, got {list(teacher.shape)}")
     b, d, h, w = student.shape
-    anchors = _tensor(anchors, "anchors")
+    anchors = tensor(anchors, "anchors")
     if anchors.dim() != 2 or anchors.shape[0] != b:
         raise ValueError(f"anchors should have shape [B, k] with B = {b}, got {list(anchors.shape)}")
-    anchors = _integer(anchors, "anchors", anchors.shape, "B, k")
-    valid = _mask(valid, "valid", (b, h, w), "B, H, W")
+    anchors = check_tensor(anchors, "anchors", dims="B, k", shape=anchors.shape, kind="integer").long()
+    valid = None if valid is None else check_tensor(valid, "valid", dims="B, H, W", shape=(b, h, w), kind="bool")
     if not (isinstance(delta_v, (int, float)) and delta_v > 0):
         raise ValueError(f"delta_v should be a number > 0, got {delta_v!r}")
     if anchors.numel() and bool(((anchors < -1) | (anchors >= h * w)).any()):
         raise ValueError(f"anchors should be -1 or in [0, {h * w}), got values in "
                          f"[{int(anchors.min())}, {int(anchors.max())}]")
-    _finite(student, "student")
-    _finite(teacher, "teacher")
+    check_all_finite(student, "student")
+    check_all_finite(teacher, "teacher")
     real = anchors >= 0  # [B, k]
     if valid is not None:  # anchors on invalid pixels are skipped
         real = real & valid.reshape(b, -1).gather(1, anchors.clamp_min(0))

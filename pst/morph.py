@@ -29,16 +29,17 @@ every other pixel goes to the lowest id ``j`` whose ``R_j`` contains it, else to
 closing and hole filling only ever take background pixels, or pixels that their own
 instance dropped. The result equals a per-instance loop with OpenCV (``cv2.morphologyEx``,
 ``cv2.connectedComponentsWithStats``) or scipy.ndimage followed by that paste
-(:mod:`pst.bench.morph` has both; the tests compare them bit for bit).
+(tests/_reference_morph.py has both, and the tests compare them bit for bit; ``pst bench
+morph`` times such loops as peers).
 """
 
 from __future__ import annotations
 
 import logging
-import numbers
 
 import torch
 
+from pst._checks import INT_DTYPES, check_bool, check_bool_tensor, check_choice, check_int, check_integer, check_map
 from pst._ops import ops
 
 log = logging.getLogger(__name__)
@@ -55,39 +56,9 @@ __all__ = [
 ]
 
 SHAPES = ("square", "disk")
-_INT_DTYPES = (torch.uint8, torch.int8, torch.int16, torch.int32, torch.int64)
 
 
 # ----------------------------------------------------------------------------- validation
-
-
-def _check_map(x, name: str, *, kind: str) -> tuple[torch.Tensor, bool]:
-    """Checks a [B, H, W] or [H, W] tensor; returns it as [B, H, W] and whether it was 2-D."""
-    if not isinstance(x, torch.Tensor):
-        raise TypeError(f"{name} should be a torch.Tensor, got {type(x).__name__}")
-    if x.dim() not in (2, 3):
-        raise ValueError(f"{name} should be a [B, H, W] or [H, W] tensor, got shape {tuple(x.shape)}")
-    if kind == "mask" and x.dtype != torch.bool:
-        raise TypeError(f"{name} should be a bool tensor, got {x.dtype} (pass {name} != 0 for a label map)")
-    if kind == "instances" and x.dtype not in _INT_DTYPES:
-        raise TypeError(
-            f"{name} should be an integer tensor (uint8, int8, int16, int32 or int64), got {x.dtype}"
-        )
-    return (x.unsqueeze(0), True) if x.dim() == 2 else (x, False)
-
-
-def _check_int(value, name: str, *, min_val: int = 0) -> int:
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
-        raise TypeError(f"{name} should be an int, got {type(value).__name__} {value!r}")
-    if value < min_val:
-        raise ValueError(f"{name} should be >= {min_val}, got {value}")
-    return int(value)
-
-
-def _check_bool(value, name: str) -> bool:
-    if not isinstance(value, bool):
-        raise TypeError(f"{name} should be a bool, got {type(value).__name__} {value!r}")
-    return value
 
 
 def _check_connectivity(connectivity) -> int:
@@ -97,9 +68,7 @@ def _check_connectivity(connectivity) -> int:
 
 
 def _check_shape(shape) -> bool:
-    if shape not in SHAPES:
-        raise ValueError(f"shape should be one of {SHAPES}, got {shape!r}")
-    return shape == "disk"
+    return check_choice(shape, "shape", SHAPES) == "disk"
 
 
 # ----------------------------------------------------------------------------- public API
@@ -111,7 +80,7 @@ def structuring_element(radius: int, shape: str = "square") -> torch.Tensor:
     ``"square"``: all ones. ``"disk"``: ``dx^2 + dy^2 <= r^2`` around the centre (row ``dy``
     has half-width ``floor(sqrt(r^2 - dy^2))``). Radius 0 is the single pixel.
     """
-    r = _check_int(radius, "radius")
+    r = check_int(radius, "radius")
     disk = _check_shape(shape)
     if not disk:
         return torch.ones(2 * r + 1, 2 * r + 1, dtype=torch.bool)
@@ -131,7 +100,8 @@ def connected_components(mask: torch.Tensor, connectivity: int = 8) -> torch.Ten
         components numbered ``1..n`` in raster order of their first pixel (the numbering of
         :func:`scipy.ndimage.label`).
     """
-    m, squeeze = _check_map(mask, "mask", kind="mask")
+    m, squeeze = check_map(mask, "mask")
+    check_bool_tensor(m, "mask", " (pass mask != 0 for a label map)")
     conn = _check_connectivity(connectivity)
     out = ops.connected_components(m, conn)
     return out.squeeze(0) if squeeze else out
@@ -166,13 +136,14 @@ def refine(
         O(pixels + sum of crop areas) for squares and O(crop area * r) for disks, where a
         crop is an instance's bounding box grown by ``max(open_radius, 2 * close_radius)``.
     """
-    x, squeeze = _check_map(instances, "instances", kind="instances")
-    open_r = _check_int(open_radius, "open_radius")
-    close_r = _check_int(close_radius, "close_radius")
+    x, squeeze = check_map(instances, "instances")
+    check_integer(x, "instances", dtypes=INT_DTYPES)
+    open_r = check_int(open_radius, "open_radius")
+    close_r = check_int(close_radius, "close_radius")
     disk = _check_shape(shape)
-    fill = _check_bool(fill_holes, "fill_holes")
-    min_sz = _check_int(min_size, "min_size")
-    largest = _check_bool(largest_component, "largest_component")
+    fill = check_bool(fill_holes, "fill_holes")
+    min_sz = check_int(min_size, "min_size")
+    largest = check_bool(largest_component, "largest_component")
     conn = _check_connectivity(connectivity)
     out = ops.morph_refine(x, open_r, close_r, disk, fill, min_sz, largest, conn)
     return out.squeeze(0) if squeeze else out

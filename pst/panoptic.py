@@ -26,6 +26,7 @@ from typing import NamedTuple, Sequence
 
 import torch
 
+from pst._checks import INT_DTYPES, tensor
 from pst.labels import IGNORE, LABEL_DIVISOR
 
 __all__ = [
@@ -45,13 +46,10 @@ VOID = -1
 # below this many pixels become void. It scales with the image area.
 DEFAULT_STUFF_AREA = 2048
 
-_INT_DTYPES = (torch.uint8, torch.int8, torch.int16, torch.int32, torch.int64)
-
 
 def _check_int_map(x, name: str) -> torch.Tensor:
-    if not isinstance(x, torch.Tensor):
-        raise TypeError(f"{name} should be a torch.Tensor, got {type(x).__name__}")
-    if x.dtype not in _INT_DTYPES:
+    x = tensor(x, name)
+    if x.dtype not in INT_DTYPES:
         raise TypeError(f"{name} should be an integer tensor, got dtype {x.dtype}")
     if x.dim() not in (2, 3):
         raise ValueError(f"{name} should have shape [H, W] or [B, H, W], got {tuple(x.shape)}")
@@ -292,7 +290,7 @@ def merge_instance_maps(maps: Sequence[torch.Tensor], scores: Sequence[torch.Ten
         if bool((mp < 0).any()):
             raise ValueError(f"maps[{m}] should be >= 0 (0 = no instance), got negative ids")
         mp = mp.reshape(B, mp.numel() // B if B else 0)
-        if not isinstance(sc, torch.Tensor) or not (sc.is_floating_point() or sc.dtype in _INT_DTYPES):
+        if not isinstance(sc, torch.Tensor) or not (sc.is_floating_point() or sc.dtype in INT_DTYPES):
             raise TypeError(f"scores[{m}] should be a float tensor, got {type(sc).__name__}")
         sc = sc.to(device=device, dtype=torch.float64)
         if sc.dim() == 1 and not batched:
@@ -364,7 +362,7 @@ def masks_to_instance_map(masks: torch.Tensor, scores: torch.Tensor) -> torch.Te
     if scores.shape != (masks.shape[0],):
         raise ValueError(f"scores should have shape [N]=[{masks.shape[0]}], got {tuple(scores.shape)}")
     if masks.dtype != torch.bool:
-        if masks.dtype not in _INT_DTYPES or bool(((masks != 0) & (masks != 1)).any()):
+        if masks.dtype not in INT_DTYPES or bool(((masks != 0) & (masks != 1)).any()):
             raise ValueError(f"masks should be bool or 0/1 integers, got dtype {masks.dtype}")
         masks = masks.bool()
     scores = scores.to(device=masks.device, dtype=torch.float64)

@@ -29,7 +29,7 @@ from hypothesis import strategies as st
 import pst.cluster as pc
 import pst.morph as pm
 from pst._ops import ops
-from pst.bench.morph import refine_reference
+from _reference_morph import refine_reference
 from test_agglomerative import knn_reference, sk_fit
 from test_cluster import grid_mean_shift_reference, same_partition
 

@@ -1,5 +1,5 @@
-"""pst.morph against per-instance loops with OpenCV and scipy.ndimage (pst.bench.morph's
-references) and connected_components against scipy.ndimage.label / cv2.connectedComponents (default and
+"""pst.morph against per-instance loops with OpenCV and scipy.ndimage (the references of
+tests/_reference_morph.py) and connected_components against scipy.ndimage.label / cv2.connectedComponents (default and
 SPAGHETTI) / cc3d (when installed)."""
 
 from __future__ import annotations
@@ -11,8 +11,9 @@ import scipy.ndimage as ndi
 import torch
 
 import pst.morph as pm
+from _reference_morph import canonical, refine_reference
 from pst._ops import ops
-from pst.bench.morph import canonical, make_instance_maps, refine_reference
+from pst.bench.morph import make_instance_maps
 
 # ----------------------------------------------------------------------------- maps
 

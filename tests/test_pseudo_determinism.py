@@ -1,4 +1,4 @@
-"""``pst pseudo-label`` (pst.train.pseudo.write_pseudo_labels): the files are a function of
+"""``pst pseudo-label`` (pst.train.pseudo_files.write_pseudo_labels): the files are a function of
 (checkpoint, image, settings) alone, byte for byte, whatever the batch size, the thread
 count or where a kill landed; reruns check what they find against the index's checksums."""
 
@@ -17,11 +17,11 @@ import pytest
 import torch
 
 from pst.io import read_png
-from pst.train.checkpoint import load_checkpoint
+from pst.train.checkpoint import load_checkpoint, net_from_checkpoint
 from pst.train.data import build_dataset, step_generator
-from pst.train.evaluate import net_from_checkpoint
-from pst.train.pseudo import (INDEX_NAME, PARTIAL_NAME, PSEUDO_KINDS, SemanticPseudoSettings, _PseudoIndex,
-                              _reproducible_kernels, semantic_pseudo_labels, write_pseudo_labels)
+from pst.train.pseudo import SemanticPseudoSettings, semantic_pseudo_labels
+from pst.train.pseudo_files import (INDEX_NAME, PARTIAL_NAME, PSEUDO_KINDS, _PseudoIndex, _reproducible_kernels,
+                                    write_pseudo_labels)
 from tests.test_train import tiny_config
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -129,7 +129,7 @@ def test_files_are_the_training_pseudo_labels_of_the_image_alone(checkpoint, ref
 
 def test_a_kill_inside_a_batch_then_a_rerun_gives_the_uninterrupted_files(checkpoint, reference, tmp_path):
     out = tmp_path / "pl"
-    code = (f"from pst.train.pseudo import write_pseudo_labels\n"
+    code = (f"from pst.train.pseudo_files import write_pseudo_labels\n"
             f"write_pseudo_labels({str(checkpoint)!r}, {str(out)!r}, batch_size=4, limit={N}, progress=False, "
             f"flush_every=0)\n")
     env = dict(os.environ, PYTHONPATH=str(ROOT), OMP_NUM_THREADS="1")

@@ -23,10 +23,8 @@ from __future__ import annotations
 
 import argparse
 import json
-import platform
+import math
 import re
-import statistics
-import subprocess
 import sys
 import time
 import warnings
@@ -37,6 +35,7 @@ import torch
 
 import pst
 from pst._ops import has_kernel, ops
+from pst.bench._common import machine, time_calls
 from pst.cluster import cluster_instances
 from pst.morph import refine
 
@@ -64,26 +63,9 @@ class Bench:
 
     def time(self, fn, repeats: int | None = None, *, device: bool = True) -> dict:
         """Median / min / max seconds of fn() over repeats, after one warm-up call. On the GPU
-        (device=True and not a dry run), CUDA events around each call."""
-        repeats = repeats or self.repeats
-        cuda = device and self.dev.type == "cuda"
-        fn()
-        if cuda:
-            torch.cuda.synchronize()
-        times = []
-        for _ in range(repeats):
-            if cuda:
-                a, b = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-                a.record()
-                fn()
-                b.record()
-                b.synchronize()
-                times.append(a.elapsed_time(b) * MS)
-            else:
-                t0 = time.perf_counter()
-                fn()
-                times.append(time.perf_counter() - t0)
-        return {"median_s": statistics.median(times), "min_s": min(times), "max_s": max(times), "repeats": repeats}
+        (device=True and not a dry run), CUDA events around each call (pst.bench._common.time_calls)."""
+        t = time_calls(fn, repeats or self.repeats, long_s=math.inf, device=self.dev if device else None)
+        return {"median_s": t.median, "min_s": min(t.runs), "max_s": max(t.runs), "repeats": len(t.runs)}
 
     def measure_bandwidth(self) -> dict:
         """Device-to-device copy of 1 GiB (CPU dry run: 64 MiB), bytes read + written per second."""
@@ -275,8 +257,8 @@ def _ms(t: dict | None) -> str:
 
 def markdown(result: dict) -> str:
     lines = [f"# pst GPU benchmarks: {result['gpu']}", "",
-             f"torch {result['torch']}, CUDA {result['cuda']}, commit {result['commit'][:12]}, "
-             f"CPU threads {result['cpu_threads']}{' (DRY RUN on the CPU)' if result['dry_run'] else ''}; "
+             f"torch {result['torch']}, CUDA {result['cuda']}, commit {result['commit']}, "
+             f"CPU threads {result['torch_threads']}{' (DRY RUN on the CPU)' if result['dry_run'] else ''}; "
              f"measured copy bandwidth {result.get('measured_bw_GBps', 0):.0f} GB/s", "",
              "| case | cuda ms | cpu ms | speed-up | target | met | floor ms | bytes min | bw fraction | agreement "
              "| host syncs |", "|---|---:|---:|---:|---|---|---:|---:|---:|---:|---:|"]
@@ -315,10 +297,6 @@ def main(argv=None) -> int:
     torch.manual_seed(0)
     bb = Bench(args.dry_run, 3 if args.dry_run else args.repeats)
     name = "cpu (dry run)" if args.dry_run else torch.cuda.get_device_name()
-    try:
-        commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=ROOT, capture_output=True, text=True).stdout.strip()
-    except OSError:
-        commit = ""
     rows = [bb.measure_bandwidth()]
     print(json.dumps(rows[0]), flush=True)
     wanted = set(args.cases.split(","))
@@ -337,8 +315,7 @@ def main(argv=None) -> int:
     for r in rows:
         if r.get("cpu") and r.get("cuda"):
             r["speedup_cuda_over_cpu"] = r["cpu"]["median_s"] / r["cuda"]["median_s"]
-    result = {"gpu": name, "dry_run": args.dry_run, "torch": torch.__version__, "cuda": torch.version.cuda,
-              "commit": commit, "cpu_threads": torch.get_num_threads(), "machine": platform.platform(),
+    result = {**machine(cuda=torch.version.cuda), "gpu": name, "dry_run": args.dry_run,
               "measured_bw_GBps": (bb.peak_bw or 0) / 1e9, "results": rows}
     out = args.out or ROOT / "benchmarks" / "results" / f"gpu_{re.sub(r'[^A-Za-z0-9]+', '_', name).strip('_')}.json"
     out.parent.mkdir(parents=True, exist_ok=True)

@@ -11,16 +11,12 @@ where its estimated time exceeds ``--sk-budget`` seconds; those rows say so.
 from __future__ import annotations
 
 import argparse
-import json
 import logging
-import os
-import platform
-import statistics
-import time
 from pathlib import Path
 from typing import Any, Callable
 
 import numpy as np
+import sklearn
 import torch
 from sklearn import cluster as skc
 from sklearn.datasets import make_blobs
@@ -29,7 +25,7 @@ from tqdm import tqdm
 
 import pst
 import pst.cluster as pc
-from pst.bench._common import cpu_name, git_commit
+from pst.bench._common import machine, time_calls
 from pst.io import atomic_open, write_json
 
 log = logging.getLogger(__name__)
@@ -70,30 +66,6 @@ DATASETS: dict[str, Callable[[int, int, int], tuple[np.ndarray, np.ndarray]]] = 
 }
 
 
-def timed(fn: Callable[[], Any], repeat: int, warmup: bool = True) -> tuple[float, list[float], Any]:
-    if warmup:
-        t0 = time.perf_counter()
-        out = fn()
-        first = time.perf_counter() - t0
-        if first > 2.0:  # long runs: warm-up effects are negligible, one timed run is enough
-            return first, [first], out
-    times, out = [], None
-    for _ in range(repeat):
-        t0 = time.perf_counter()
-        out = fn()
-        times.append(time.perf_counter() - t0)
-    return statistics.median(times), times, out
-
-
-def machine() -> dict[str, Any]:
-    commit, cpu = git_commit(), cpu_name()
-    import sklearn
-
-    return {"commit": commit, "torch": torch.__version__, "sklearn": sklearn.__version__, "cpu": cpu,
-            "cores": os.cpu_count(), "torch_threads": torch.get_num_threads(), "python": platform.python_version(),
-            "load_avg_1min_at_start": os.getloadavg()[0], "cpu_isa": pst.cpu_isa()}
-
-
 _SK_CACHE: dict[tuple[str, int, int], tuple[float, Any]] = {}
 
 
@@ -118,7 +90,7 @@ def run_case(method: str, data: str, n: int, d: int, *, repeat: int, sk_budget: 
         data = data + "/ward"
         row["data"] = data
     try:
-        t, ts, est = timed(ours, repeat)
+        t, ts, est = time_calls(ours, repeat)[1:]
     except ValueError as exc:  # e.g. bin seeds that see no point (d = 32): scikit-learn raises the same
         row.update(pst_s=None, sk_s=None, note=f"not clusterable with these settings: {exc}")
         return row
@@ -132,7 +104,7 @@ def run_case(method: str, data: str, n: int, d: int, *, repeat: int, sk_budget: 
         return row
     if (data, n, d) not in _SK_CACHE:  # the same scikit-learn run serves both pst methods
         try:
-            _SK_CACHE[(data, n, d)] = timed(ref, 1, warmup=False)
+            _SK_CACHE[(data, n, d)] = time_calls(ref, 0)[1:]
         except ValueError as exc:  # bin seeds that see no point (d = 32)
             _SK_CACHE[(data, n, d)] = (None, [], str(exc))
     t_sk, ts_sk, sk = _SK_CACHE[(data, n, d)]
@@ -178,8 +150,8 @@ def instance_case(repeat: int) -> dict[str, Any]:
     row: dict[str, Any] = {"frame": [d, h, w], "thing_fraction": float((sem > 0).float().mean()), "instances": k}
     for method, kw in [("meanshift", dict(bandwidth=0.5, merge_distance=1.5)),
                        ("meanshift++", dict(bandwidth=0.5, merge_distance=1.5))]:
-        t, ts, out = timed(lambda: pc.cluster_instances(emb, sem, obj, thing_classes=thing_classes, method=method,
-                                                        **kw), repeat)
+        t, ts, out = time_calls(lambda: pc.cluster_instances(emb, sem, obj, thing_classes=thing_classes,
+                                                             method=method, **kw), repeat)[1:]
         m = sem > 0
         row[method] = {"s": t, "runs": ts, "ari_truth": float(adjusted_rand_score(inst[m].numpy(), out[m].numpy()))}
     try:
@@ -197,7 +169,7 @@ def instance_case(repeat: int) -> dict[str, Any]:
                 loss.backward()
                 opt.step()
 
-            t, ts, _ = timed(step, 1)
+            t, ts, _ = time_calls(step, 1)[1:]
             row[f"train_step_{backbone}_s"] = t
     except ImportError as exc:  # the models are another part of the package
         row["train_step_note"] = f"pst.models not available: {exc}"
@@ -269,7 +241,7 @@ def main(argv: list[str] | None = None) -> int:
                 cases.append(("MeanShiftPP", "blobs", n, d))
         cases += [("MeanShiftPP", "embedding", 100000, 8), ("MeanShiftPP", "embedding", 1000000, 8)]
         cases += [("Agglomerative", "blobs", 10000, 8), ("Agglomerative", "embedding", 10000, 8)]
-    info = machine()
+    info = machine(sklearn=sklearn.__version__, cpu_isa=pst.cpu_isa())
     rows, sk_rate = [], {}
     for method, data, n, d in tqdm(cases, desc="cluster bench"):
         row = run_case(method, data, n, d, repeat=args.repeat, sk_budget=args.sk_budget, sk_rate=sk_rate)

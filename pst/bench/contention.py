@@ -19,8 +19,6 @@ from __future__ import annotations
 
 import argparse
 import logging
-import os
-import platform
 import subprocess
 import sys
 import time
@@ -31,7 +29,7 @@ import torch
 
 import pst.cluster as pc
 import pst.morph as pm
-from pst.bench._common import cpu_name, git_commit, time_calls
+from pst.bench._common import machine, time_calls
 from pst.bench.cluster import QUANTILE, THING_CLASSES, blobs, instance_frame
 from pst.bench.morph import make_instance_maps
 from pst.io import atomic_open, write_json
@@ -102,8 +100,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--quick", action="store_true", help="small inputs (a smoke run)")
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    info = {"commit": git_commit(), "cpu": cpu_name(), "cores": os.cpu_count(), "torch": torch.__version__,
-            "python": platform.python_version(), "load_avg_1min_at_start": os.getloadavg()[0], "repeat": args.repeat}
+    info = machine(repeat=args.repeat)
     fns = ops(args.quick)
     default_threads = torch.get_num_threads()
     res: dict[str, dict[str, dict[str, Any]]] = {}

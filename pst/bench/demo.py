@@ -34,7 +34,7 @@ import time
 from pathlib import Path
 from typing import Any, Sequence
 
-from pst.bench._common import cpu_name, git_commit
+from pst.bench._common import machine
 from pst.io import write_json, write_text
 
 log = logging.getLogger(__name__)
@@ -111,9 +111,7 @@ def summarize(per_seed: dict[int, dict], *, config: str, overrides: Sequence[str
         "wall_seconds": {"per_seed": {s: v["wall_seconds"] for s, v in vals.items()},
                          **_stats([v["wall_seconds"] for v in runs])},
         "per_seed": vals,
-        "environment": {"commit": git_commit(), "torch": torch.__version__, "cpu": cpu_name(),
-                        "threads": torch.get_num_threads(), "python": platform.python_version(),
-                        "machine": platform.machine()},
+        "environment": machine(threads=torch.get_num_threads(), machine=platform.machine()),
     }
 
 

@@ -18,18 +18,13 @@ issue 13 (refine >= 3x opencv-crop, labelling >= 1.5x the best peer) are marked 
 compare like with like on a noisy machine. Writes ``morph.json`` and ``morph.md`` into
 ``--out`` (default ``benchmarks/results``).
 
-The reference implementations (:func:`refine_reference`) are also what the tests compare
-against.
+The tests keep their own copy of these loops as references (tests/_reference_morph.py).
 """
 
 from __future__ import annotations
 
 import argparse
 import logging
-import os
-import platform
-import statistics
-import time
 from pathlib import Path
 from typing import Any, Callable
 
@@ -39,7 +34,7 @@ import scipy.ndimage as ndi
 import torch
 
 import pst.morph as pm
-from pst.bench._common import Timing, cpu_name, dist_versions, git_commit, time_calls
+from pst.bench._common import Timing, dist_versions, machine, time_calls
 from pst.io import atomic_open, write_json
 
 log = logging.getLogger(__name__)
@@ -235,17 +230,6 @@ def canonical(labels: np.ndarray) -> np.ndarray:
 # ----------------------------------------------------------------------------- timing
 
 
-def machine() -> dict[str, Any]:
-    import cv2
-
-    commit, cpu = git_commit(), cpu_name()
-    return {"commit": commit, "torch": torch.__version__, "opencv": cv2.__version__, "scipy": scipy.__version__,
-            "numpy": np.__version__, "cc3d": dist_versions("connected-components-3d")["connected-components-3d"],
-            "cpu": cpu, "cores": os.cpu_count(), "torch_threads": torch.get_num_threads(),
-            "opencv_threads": cv2.getNumThreads(), "python": platform.python_version(),
-            "load_avg_1min_at_start": os.getloadavg()[0]}
-
-
 def _record(row: dict[str, Any], name: str, t: Timing) -> None:
     row[f"{name}_s"], row[f"{name}_runs"], row[f"{name}_first_s"] = t.median, t.runs, t.first
 
@@ -413,7 +397,9 @@ def main(argv: list[str] | None = None) -> int:
     else:
         thread_counts = sorted({1, default_threads})
     setup["threads"] = thread_counts
-    info = machine()
+    info = machine(opencv=cv2.__version__, scipy=scipy.__version__, numpy=np.__version__,
+                   cc3d=dist_versions("connected-components-3d")["connected-components-3d"],
+                   opencv_threads=cv2.getNumThreads())
     maps = make_instance_maps(args.batch, args.height, args.width, args.instances, args.seed)
     refine_rows, ccl_rows = [], []
     old_cv = cv2.getNumThreads()

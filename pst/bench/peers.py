@@ -29,7 +29,6 @@ import argparse
 import importlib
 import logging
 import os
-import platform
 import sys
 import warnings
 from pathlib import Path
@@ -40,7 +39,7 @@ import torch
 from sklearn.metrics import adjusted_rand_score
 
 import pst.cluster as pc
-from pst.bench._common import Timing, cpu_name, dist_versions, git_commit, time_calls
+from pst.bench._common import Timing, dist_versions, machine, time_calls
 from pst.bench.cluster import DATASETS, QUANTILE
 from pst.io import atomic_open, write_json
 
@@ -143,15 +142,6 @@ def meanshiftpp_case(theirs_cls: Any, n: int, d: int, *, repeat: int, budget: fl
     return row
 
 
-def machine() -> dict[str, Any]:
-    import sklearn
-
-    return {"commit": git_commit(), "cpu": cpu_name(), "cores": os.cpu_count(), "torch": torch.__version__,
-            "torch_threads": torch.get_num_threads(), "sklearn": sklearn.__version__, "numpy": np.__version__,
-            "python": platform.python_version(), "load_avg_1min_at_start": os.getloadavg()[0],
-            **dist_versions("fastcluster", "scipy")}
-
-
 def _cell(r: dict[str, Any], name: str, key: str, fmt: str) -> str:
     v = r.get(name, {}).get(key)
     return "—" if v is None else format(v, fmt)
@@ -219,7 +209,9 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     n_agg, n_ms = (2000, 2000) if args.quick else (20000, 10000)
-    info = machine()
+    import sklearn
+
+    info = machine(sklearn=sklearn.__version__, numpy=np.__version__, **dist_versions("fastcluster", "scipy"))
     agg, mspp = [], []
     if args.only in (None, "agglomerative"):
         for data in ("blobs", "embedding"):

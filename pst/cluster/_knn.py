@@ -17,7 +17,7 @@ import torch
 
 from pst._interrupt import interruptible_ops as ops  # every op call stops on Ctrl-C
 from pst._ops import has_kernel
-from pst.cluster._validation import check_points, check_scalar
+from pst._checks import check_points, check_scalar
 
 log = logging.getLogger(__name__)
 

@@ -30,7 +30,8 @@ from sklearn.utils.validation import check_array
 
 from pst._interrupt import interruptible_ops as ops  # every op call stops on Ctrl-C
 from pst.cluster._knn import KNN_BACKENDS, knn_graph
-from pst.cluster._validation import check_feature_names, check_points, check_scalar, is_tensor_like, to_numpy
+from pst._checks import check_points, check_scalar, is_tensor_like
+from pst.cluster._common import check_feature_names, to_numpy
 
 log = logging.getLogger(__name__)
 

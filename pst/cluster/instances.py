@@ -14,24 +14,14 @@ import torch
 
 from pst._interrupt import interruptible_ops as ops  # every op call stops on Ctrl-C
 from pst._trusted import trusted_inputs
-from pst.cluster._validation import as_tensor, check_bandwidth, check_scalar, offsets_from_counts
+from pst._checks import check_bandwidth, check_scalar, check_tensor
+from pst.cluster._common import offsets_from_counts
 
 log = logging.getLogger(__name__)
 
 __all__ = ["METHODS", "cluster_instances", "sample_anchors"]
 
 METHODS = ("meanshift", "meanshift++", "agglomerative")
-
-
-def _check_map(x: Any, name: str, shape: tuple[int, ...] | None, *, floating: bool | None) -> torch.Tensor:
-    t = as_tensor(x, name)
-    if shape is not None and tuple(t.shape) != shape:
-        raise ValueError(f"{name} should have shape {list(shape)}, got {list(t.shape)}")
-    if floating is True and not t.is_floating_point():
-        raise TypeError(f"{name} should be a floating tensor, got {t.dtype}")
-    if floating is False and (t.is_floating_point() or t.is_complex()):
-        raise TypeError(f"{name} should be an integer or bool tensor, got {t.dtype}")
-    return t
 
 
 def sample_anchors(
@@ -59,10 +49,10 @@ def sample_anchors(
         [B, k] (or [k] for 2-D input) int64 flat pixel indices ``h * W + w``, -1 where an
         image has fewer than k acceptable pixels.
     """
-    obj = _check_map(objectness, "objectness", None, floating=True)
+    obj = check_tensor(objectness, "objectness", kind="floating", convert=True)
     if obj.dim() not in (2, 3):
         raise ValueError(f"objectness should be [B, H, W] or [H, W], got shape {list(obj.shape)}")
-    m = _check_map(mask, "mask", tuple(obj.shape), floating=False).to(obj.device)
+    m = check_tensor(mask, "mask", shape=obj.shape, kind="integer or bool", convert=True).to(obj.device)
     check_scalar(k, "k", kind=numbers.Integral, min_val=0)
     check_scalar(min_distance, "min_distance", min_val=0.0)
     check_scalar(seed, "seed", kind=numbers.Integral)
@@ -130,17 +120,17 @@ def cluster_instances(
         [B, H, W] int64 on the embeddings' device: 0 = no instance, 1..K per image,
         numbered by class (in ``thing_classes`` order), then cluster size (largest first).
     """
-    emb = _check_map(embeddings, "embeddings", None, floating=True)
+    emb = check_tensor(embeddings, "embeddings", kind="floating", convert=True)
     if emb.dim() != 4:
         raise ValueError(f"embeddings should be [B, D, H, W], got shape {list(emb.shape)}")
     if emb.dtype not in (torch.float32, torch.float64):
         emb = emb.float()
     b, d, h, w = emb.shape
     dev = emb.device
-    sem = _check_map(semantic, "semantic", (b, h, w), floating=False).to(dev)
+    sem = check_tensor(semantic, "semantic", shape=(b, h, w), kind="integer or bool", convert=True).to(dev)
     obj = None
     if objectness is not None:
-        obj = _check_map(objectness, "objectness", (b, h, w), floating=True).to(dev)
+        obj = check_tensor(objectness, "objectness", shape=(b, h, w), kind="floating", convert=True).to(dev)
     if method not in METHODS:
         raise ValueError(f"method should be one of {METHODS}, got {method!r}")
     bandwidth = check_bandwidth(bandwidth)

@@ -18,16 +18,8 @@ from sklearn.base import BaseEstimator, ClusterMixin
 from sklearn.utils.validation import check_is_fitted
 
 from pst._interrupt import interruptible_ops as ops  # every op call stops on Ctrl-C
-from pst.cluster._validation import (
-    as_tensor,
-    check_bandwidth,
-    check_feature_names,
-    check_points,
-    check_scalar,
-    result_dtype,
-    single_segment,
-    to_numpy,
-)
+from pst._checks import as_tensor, check_bandwidth, check_points, check_scalar
+from pst.cluster._common import check_feature_names, result_dtype, single_segment, to_numpy
 
 log = logging.getLogger(__name__)
 

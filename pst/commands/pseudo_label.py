@@ -29,7 +29,7 @@ def register(sub) -> None:
 
 
 def run(args) -> int:
-    from pst.train.pseudo import write_pseudo_labels
+    from pst.train.pseudo_files import write_pseudo_labels
     from pst.train.runlock import hold_run_folder
 
     with hold_run_folder(args.out):  # one writer per folder (pst.train.runlock)

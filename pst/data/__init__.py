@@ -1,6 +1,6 @@
 """Datasets and paired augmentations.
 
-Every dataset yields sample dicts (CONTRACTS.md):
+Every dataset yields sample dicts (tests/test_data.py checks them):
 
 - ``"image"``: float32 [3, H, W] RGB in [0, 1];
 - ``"semantic"``: int64 [H, W] train ids of the dataset's label space, 255 = ignore;

@@ -23,7 +23,7 @@ repeats its border there (so the half-pixel rim of a zoomed crop is not darkened
 
 Photometric transforms (:class:`ColorJitter`, :class:`Blur`, :class:`Greyscale`) change
 only the image. The first one applied stores the unchanged image under ``"clean"``: the
-teacher's clean view of the same crop (REFERENCE.md: the SAC teacher sees no
+teacher's clean view of the same crop (in SAC, Araslanov & Roth 2021, the teacher sees no
 photometric noise). Geometric transforms applied afterwards transform ``"clean"`` too.
 
 For the teacher, :func:`multi_view` makes several scale-crop / flip views of a batch and
@@ -347,7 +347,7 @@ class ColorJitter:
     """Random brightness, contrast, saturation (factors in [1 - s, 1 + s]) and hue
     (rotation about the grey axis by up to ``hue`` of a turn), in that order.
 
-    SAC's default strength is 0.4 for the first three (REFERENCE.md).
+    SAC's default strength is 0.4 for the first three (github.com/visinf/da-sac).
     """
 
     def __init__(self, brightness: float = 0.4, contrast: float = 0.4, saturation: float = 0.4,

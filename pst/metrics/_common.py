@@ -8,9 +8,8 @@ from typing import Any, Sequence
 import numpy as np
 import torch
 
+from pst._checks import INT_DTYPES
 from pst.labels import LabelSpace
-
-_INT_DTYPES = (torch.uint8, torch.int8, torch.int16, torch.int32, torch.int64)
 
 
 def as_int_tensor(x: Any, name: str) -> torch.Tensor:
@@ -21,7 +20,7 @@ def as_int_tensor(x: Any, name: str) -> torch.Tensor:
         x = torch.from_numpy(np.ascontiguousarray(x))
     if not isinstance(x, torch.Tensor):
         raise TypeError(f"{name} should be a torch.Tensor or numpy array, got {type(x).__name__}")
-    if x.dtype not in _INT_DTYPES:
+    if x.dtype not in INT_DTYPES:
         raise TypeError(f"{name} should be an integer tensor, got dtype {x.dtype}")
     return x.long()
 

@@ -32,7 +32,7 @@ import torch
 
 from pst.io import torch_save
 
-__all__ = ["FORMAT", "save_checkpoint", "load_checkpoint", "find_checkpoints", "check_config"]
+__all__ = ["FORMAT", "save_checkpoint", "load_checkpoint", "net_from_checkpoint", "find_checkpoints", "check_config"]
 
 FORMAT = "pst-checkpoint/1"
 STAGES = ("source", "selftrain", "oracle")
@@ -128,6 +128,20 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu", 
     if "model" in require and not isinstance(state["model"], dict):
         raise ValueError(f"{path}: 'model' should be a state dict (name -> tensor), got {type(state['model']).__name__}")
     return state
+
+
+def net_from_checkpoint(state: dict[str, Any], *, which: str = "model", device: str | torch.device = "cpu"):
+    """(net, cfg) rebuilt from a checkpoint dict read by :func:`load_checkpoint`: the
+    :class:`pst.train.model.PanopticNet` of its config with the weights of ``which``
+    ("model", or "teacher" where the checkpoint holds one), on ``device``, in eval mode."""
+    from pst.config import config_from_dict
+    from pst.train.model import build_panoptic_net
+
+    cfg = config_from_dict(state["config"])
+    net = build_panoptic_net(cfg)
+    sd = state.get(which) or state["model"]
+    net.load_state_dict(sd)
+    return net.to(device).eval(), cfg
 
 
 def _show(value: Any) -> str:

@@ -24,9 +24,9 @@ import torch
 
 from pst.config import config_to_dict
 from pst.io import write_json
-from pst.train.checkpoint import load_checkpoint
+from pst.train.checkpoint import load_checkpoint, net_from_checkpoint
 from pst.train.data import build_dataset, maybe_cache
-from pst.train.evaluate import evaluate_net, net_from_checkpoint
+from pst.train.evaluate import evaluate_net
 from pst.train.report import gap_closed, write_report
 from pst.train.runlock import holds_run_folder, join_parent_hold
 from pst.train.runtime import setup_runtime

@@ -1,4 +1,4 @@
-"""The momentum (EMA) teacher of self-training (REFERENCE.md, SAC):
+"""The momentum (EMA) teacher of self-training (SAC, Araslanov & Roth 2021, visinf/da-sac):
 ``teacher = m * teacher + (1 - m) * student`` over the weights *and* the BatchNorm
 running statistics, applied every ``ema_every`` iterations."""
 

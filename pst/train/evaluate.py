@@ -1,9 +1,9 @@
 """Inference (semantic + instance -> panoptic) and evaluation on a labelled dataset.
 
 :func:`predict` runs the semantic model, clusters each instance model's embeddings
-inside its classes' predicted masks (the same :func:`pst.train.pseudo.instance_pseudo_labels`
-as self-training), merges the category-centric instance maps
-(:func:`pst.panoptic.merge_instance_maps`) and fuses (:func:`pst.panoptic.fuse`).
+inside its classes' predicted masks and merges the category-centric instance maps
+(:func:`pst.train.infer.embedding_instances`: the same clustering as self-training's
+pseudo-labels), then fuses (:func:`pst.panoptic.fuse`).
 :func:`evaluate_net` streams PQ / PQ-dagger / SQ / RQ (pst.metrics.PanopticQuality),
 mIoU (SemanticIoU) and AP (InstanceAP) over a dataset.
 
@@ -22,11 +22,12 @@ from typing import Any, NamedTuple
 import torch
 
 from pst.labels import LABEL_DIVISOR
-from pst.train.data import collate, gt_panoptic, resize_sample
-from pst.train.pseudo import instance_pseudo_labels, instance_scores
+from pst.train.data import gt_panoptic
+from pst.train.infer import embedding_instances, eval_batches
+from pst.train.pseudo import instance_scores
 from pst.train.runtime import autocast_for
 
-__all__ = ["Prediction", "predict", "evaluate_net", "evaluate_checkpoint", "net_from_checkpoint",
+__all__ = ["Prediction", "predict", "evaluate_net", "evaluate_checkpoint",
            "connected_instances", "held_out_spec", "thing_class_table", "INSTANCE_SOURCES"]
 
 # how predict makes instances: clustering the instance models' embeddings, or the
@@ -98,7 +99,7 @@ def predict(net, images: torch.Tensor, cfg, *, mode: str | None = None, seed: in
         instances: "embedding" (cluster the instance models' embeddings) or "cc" (the
             connected components of the predicted thing masks; no instance model runs).
     """
-    from pst.panoptic import fuse, merge_instance_maps
+    from pst.panoptic import fuse
 
     if instances not in INSTANCE_SOURCES:
         raise ValueError(f"instances should be one of {INSTANCE_SOURCES}, got {instances!r}")
@@ -115,24 +116,10 @@ def predict(net, images: torch.Tensor, cfg, *, mode: str | None = None, seed: in
         out = net(images, keys=keys)
     probs = torch.softmax(out["logits"].float(), dim=1)
     conf, sem = probs.max(dim=1)
-    maps, scores = [], []
-    for k in keys:
-        _, ids = net.groups[k]
-        emb = out["instance"][k]["embedding"].float()
-        obj = torch.sigmoid(out["instance"][k]["objectness"].float())
-        inst = instance_pseudo_labels(emb, obj, sem, ids, icfg, seed=seed)
-        maps.append(inst)
-        sc = instance_scores(inst, obj * conf)
-        if sc.shape[1] == 0:  # merge_instance_maps needs one column per id; pad empty maps
-            sc = torch.zeros((inst.shape[0], 0), dtype=torch.float64, device=inst.device)
-        scores.append(sc)
     if use_cc:
         instances, inst_scores = connected_instances(sem, conf, space.thing_ids, min_size=cfg.eval.thing_area)
-    elif len(maps) == 1:
-        instances, inst_scores = maps[0], scores[0]
     else:
-        merged = merge_instance_maps(maps, scores)
-        instances, inst_scores = merged.instances, torch.nan_to_num(merged.scores, nan=0.0)
+        instances, inst_scores = embedding_instances(out["instance"], net.groups, keys, sem, conf, icfg, seed=seed)
     pan = fuse(sem, instances, thing_ids=space.thing_ids, num_classes=space.num_classes,
                thing_area=cfg.eval.thing_area, stuff_area=cfg.eval.stuff_area)
     return Prediction(sem, conf, instances, inst_scores, pan)
@@ -192,8 +179,6 @@ def evaluate_net(net, dataset, cfg, *, device: torch.device, mode: str | None = 
         ``keep`` > 0, ``"examples"``: the first ``keep`` images with their gt / predicted
         panoptic maps.
     """
-    from tqdm import tqdm
-
     from pst.metrics.instance import InstanceAP
     from pst.metrics.panoptic import PanopticQuality
     from pst.metrics.semantic import SemanticIoU
@@ -202,14 +187,9 @@ def evaluate_net(net, dataset, cfg, *, device: torch.device, mode: str | None = 
     pq, miou = PanopticQuality(space), SemanticIoU(label_space=space)
     ap = None  # its minimum region size follows the size of the images
     t0 = time.perf_counter()
-    bs = cfg.eval.batch_size
     examples: list[dict] = []
     n = len(dataset)
-    for start in tqdm(range(0, n, bs), desc="evaluate", disable=not progress, leave=False):
-        samples = [dataset[i] for i in range(start, min(n, start + bs))]
-        if cfg.data.eval_size is not None:
-            samples = [resize_sample(s, cfg.data.eval_size) for s in samples]
-        batch = collate(samples)
+    for start, batch in eval_batches(dataset, cfg, progress=progress):
         images = batch["image"].to(device)
         sem_gt = batch["semantic"].to(device)
         gt = gt_panoptic(sem_gt, batch["instances"].to(device), space.thing_ids)
@@ -240,18 +220,6 @@ def evaluate_net(net, dataset, cfg, *, device: torch.device, mode: str | None = 
     if keep:
         out["examples"] = examples
     return out
-
-
-def net_from_checkpoint(state: dict, *, which: str = "model", device: torch.device | str = "cpu"):
-    """(net, cfg) rebuilt from a checkpoint dict (``which``: "model" or "teacher")."""
-    from pst.config import config_from_dict
-    from pst.train.model import build_panoptic_net
-
-    cfg = config_from_dict(state["config"])
-    net = build_panoptic_net(cfg)
-    sd = state.get(which) or state["model"]
-    net.load_state_dict(sd)
-    return net.to(device).eval(), cfg
 
 
 def held_out_spec(cfg, *, seed: int | None = None, style: str | None = None, n_scenes: int | None = None):
@@ -291,7 +259,7 @@ def evaluate_checkpoint(path, *, seed: int | None = None, style: str | None = No
         ``out`` (JSON) when given.
     """
     from pst.io import write_json
-    from pst.train.checkpoint import find_checkpoints, load_checkpoint
+    from pst.train.checkpoint import find_checkpoints, load_checkpoint, net_from_checkpoint
     from pst.train.data import build_dataset
     from pst.train.runtime import amp_enabled
 

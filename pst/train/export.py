@@ -62,9 +62,10 @@ def export_predictions(checkpoint, out_dir, *, dataset: str = "target_val", mode
         ``{"images": n, "out": str, "formats": [...]}``.
     """
     from pst.formats.cityscapes import PanopticExporter, export_instances, export_semantic
-    from pst.train.checkpoint import load_checkpoint
-    from pst.train.data import build_dataset, collate, resize_sample
-    from pst.train.evaluate import _panoptic_instances, net_from_checkpoint, predict
+    from pst.train.checkpoint import load_checkpoint, net_from_checkpoint
+    from pst.train.data import build_dataset
+    from pst.train.evaluate import _panoptic_instances, predict
+    from pst.train.infer import eval_batches
 
     bad = [f for f in formats if f not in FORMATS]
     if bad or not formats:
@@ -80,13 +81,8 @@ def export_predictions(checkpoint, out_dir, *, dataset: str = "target_val", mode
     space = cfg.space
     ds = build_dataset(getattr(cfg.data, dataset), space, cfg.data.size)
     n = min(len(ds), limit) if limit else len(ds)
-    bs = cfg.eval.batch_size
     exporter = PanopticExporter(partial, space) if "panoptic" in formats else None
-    for start in range(0, n, bs):
-        samples = [ds[i] for i in range(start, min(n, start + bs))]
-        if cfg.data.eval_size is not None:
-            samples = [resize_sample(s, cfg.data.eval_size) for s in samples]
-        batch = collate(samples)
+    for start, batch in eval_batches(ds, cfg, limit=n, desc="export"):
         p = predict(net, batch["image"].to(device), cfg, mode=mode, seed=start)
         for b, name in enumerate(batch["name"]):
             iid = image_id_for(name, start + b)

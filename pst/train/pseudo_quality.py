@@ -10,7 +10,7 @@ them, not a sample: one batch alone is noisy), then starts again. The labels go 
 else: no loss, no threshold, no statistic of training reads them.
 
 Per category mode (the instance pseudo-labels of its instance models, merged as
-:func:`pst.train.evaluate.predict` merges them):
+:func:`pst.train.evaluate.predict` merges them, :func:`pst.train.infer.merge_by_score`):
 
 * ``mIoU``: of the semantic pseudo-labels over the pixels they keep (pixels under the
   class-wise threshold are left out, not counted as errors); ``kept``: the fraction of
@@ -44,18 +44,14 @@ def mode_instance_maps(groups: dict, maps: dict[str, torch.Tensor], objectness: 
                        confidence: torch.Tensor, modes: Sequence[str]) -> dict[str, torch.Tensor]:
     """One instance map per category mode: the maps of its instance models (``groups``:
     key -> (mode, thing ids)), merged by score (mean objectness x confidence) with
-    :func:`pst.panoptic.merge_instance_maps` when a mode has several."""
-    from pst.panoptic import merge_instance_maps
-    from pst.train.pseudo import instance_scores
+    :func:`pst.train.infer.merge_by_score` when a mode has several."""
+    from pst.train.infer import merge_by_score
 
     out = {}
     for mode in modes:
         keys = [k for k, (m, _) in groups.items() if m == mode]
-        if len(keys) == 1:
-            out[mode] = maps[keys[0]]
-        elif keys:
-            scores = [instance_scores(maps[k], objectness[k] * confidence) for k in keys]
-            out[mode] = merge_instance_maps([maps[k] for k in keys], scores).instances
+        if keys:
+            out[mode] = merge_by_score([maps[k] for k in keys], [objectness[k] * confidence for k in keys])[0]
     return out
 
 

@@ -1,6 +1,7 @@
 """Self-training on the unlabelled target with momentum (EMA) teachers.
 
-Each iteration (REFERENCE.md; SAC for the semantic branch):
+Each iteration (the method of arXiv 2311.10648; SAC, Araslanov & Roth 2021, for the
+semantic branch):
 
 1. a labelled source batch (augmented) and an unlabelled target batch (scale-crop and
    flip only: the teacher sees clean images);
