@@ -253,6 +253,9 @@ class InstancePseudoConfig:
         _check_range(f"{key}.max_iter", self.max_iter, 1)
 
 
+# selftrain.mix: no mixing, or paste half of a source image's classes / its thing classes (pst.train.mixing)
+MIX_POLICIES = ("off", "half", "things")
+
 @dataclass
 class SelfTrainConfig(OptimizerConfig, LoopConfig):
     """Self-training on the target with EMA teachers (defaults of SAC, Araslanov & Roth 2021,
@@ -279,6 +282,7 @@ class SelfTrainConfig(OptimizerConfig, LoopConfig):
     prior_beta: float = 1e-3
     confidence_weight: bool = True
     thing_objectness: float = 0.0  # thing pixels of the semantic pseudo-labels whose teacher objectness is below: ignored
+    mix: str = "off"  # cross-domain class mixing (DACS): "half" of a source image's classes or its "things" pasted on the target
     instances: InstancePseudoConfig = field(default_factory=InstancePseudoConfig)
     bn_recalibrate: int = 0  # after the last step: BatchNorm statistics from this many target images (0: off)
     eval_every: int = 50
@@ -297,6 +301,8 @@ class SelfTrainConfig(OptimizerConfig, LoopConfig):
         _check_range(f"{key}.consistency_anchors", self.consistency_anchors, 1)
         _check_range(f"{key}.bn_recalibrate", self.bn_recalibrate, 0)
         _check_range(f"{key}.thing_objectness", self.thing_objectness, 0.0, 1.0)
+        if self.mix not in MIX_POLICIES:
+            raise ValueError(f"{key}.mix should be one of {', '.join(MIX_POLICIES)}, got {self.mix!r}")
         if len(self.view_zoom) != 2 or not 0 < self.view_zoom[0] <= self.view_zoom[1] <= 1:
             raise ValueError(f"{key}.view_zoom should be [lo, hi] with 0 < lo <= hi <= 1, got {self.view_zoom}")
         self.instances.validate(f"{key}.instances")

@@ -8,7 +8,9 @@ semantic branch):
 2. semantic pseudo-labels from the teacher, fused over ``n_views`` zoomed/flipped
    views, class-wise thresholds (:func:`pst.train.pseudo.semantic_pseudo_labels`); with
    ``selftrain.thing_objectness`` > 0, thing pixels whose teacher objectness is below it
-   are ignored (:func:`pst.train.pseudo.gate_things`);
+   are ignored (:func:`pst.train.pseudo.gate_things`); with ``selftrain.mix``, classes of each
+   source image are pasted on its target image with their true labels and instances
+   (:func:`pst.train.mixing.cross_domain_mix`, DACS), and the student's target terms read the mix;
 3. instance pseudo-labels for every instance model, made *every iteration* by
    clustering the teacher's embeddings inside the pseudo-label's thing masks
    (:func:`pst.cluster.cluster_instances`) and cleaning them (:func:`pst.morph.refine`);
@@ -42,6 +44,7 @@ from pst.train.data import StepSampler, build_dataset, load_batch, maybe_cache, 
 from pst.train.ema import ema_update, make_teacher, recalibrate_bn
 from pst.train.evaluate import evaluate_net
 from pst.train.loop import Stage, TrainLoop, diverged
+from pst.train.mixing import cross_domain_mix
 from pst.train.model import build_panoptic_net
 from pst.train.objectives import group_mask, instance_terms, supervised_losses
 from pst.train.pseudo import (ClassPrior, SemanticPseudoSettings, gate_things, instance_pseudo_labels,
@@ -113,6 +116,7 @@ class SelfTrainStage(Stage):
         self.teacher = make_teacher(self.net)
         self.prior = ClassPrior(space.num_classes, momentum=st.prior_momentum)
         self.semantic_settings = SemanticPseudoSettings.from_config(st)
+        self.thing_ids = [c for _, ids in self.net.groups.values() for c in ids]
         self.setup_optimizer()
         self.curve: list[dict] = []
         self.pseudo_quality: list[dict] = []
@@ -159,6 +163,12 @@ class SelfTrainStage(Stage):
         with w("student"):
             t_noisy = photometric(t_img, jitter=cfg.augment.color_jitter, blur_p=cfg.augment.blur_p,
                                   greyscale_p=cfg.augment.greyscale_p, generator=g)
+            t_lab, t_conf, t_ids, own = sp.labels, sp.confidence, pl_inst, None
+            if st.mix != "off":  # source classes pasted on the target with their true labels (DACS)
+                mixed = cross_domain_mix(s_img, s_sem, s_inst, t_noisy, t_lab, t_conf, t_ids, policy=st.mix,
+                                         thing_ids=self.thing_ids, generator=g)
+                t_noisy, t_lab, t_conf, t_ids, own = (mixed.image, mixed.semantic, mixed.confidence,
+                                                      mixed.instances, ~mixed.pasted)
             with autocast_for(rt.device, rt.amp):
                 out = self.model(torch.cat([s_img, t_noisy]))
             out_s, out_t = _split(out, s_img.shape[0])
@@ -166,19 +176,20 @@ class SelfTrainStage(Stage):
                 losses = {k: v * st.source_weight for k, v in
                           supervised_losses(out_s, s_sem, s_inst, net.groups, cfg.loss, prefix="src_").items()}
                 losses["tgt_sem"] = st.target_weight * focal_ce(
-                    out_t["logits"].float(), sp.labels, class_prior=prior.chi, focal_power=cfg.loss.focal_power,
-                    pixel_weight=sp.confidence if st.confidence_weight else None, ignore_index=IGNORE)
+                    out_t["logits"].float(), t_lab, class_prior=prior.chi, focal_power=cfg.loss.focal_power,
+                    pixel_weight=t_conf if st.confidence_weight else None, ignore_index=IGNORE)
                 valid = sp.labels != IGNORE
                 for key, (_, ids) in net.groups.items():
-                    terms = instance_terms(out_t["instance"][key], sp.labels, pl_inst[key], ids, cfg.loss)
+                    terms = instance_terms(out_t["instance"][key], t_lab, t_ids[key], ids, cfg.loss)
                     for name, v in terms.items():
                         losses[f"tgt_{name}/{key}"] = st.instance_target_weight * v
-                    if st.consistency_weight > 0:
+                    if st.consistency_weight > 0:  # the teacher saw the target only: anchors off pasted pixels
                         gm = group_mask(sp.labels, ids)
-                        anchors = sample_anchors(t_obj[key], gm, st.consistency_anchors, seed=cseed)
+                        anchors = sample_anchors(t_obj[key], gm if own is None else gm & own,
+                                                 st.consistency_anchors, seed=cseed)
                         losses[f"tgt_cons/{key}"] = st.consistency_weight * embedding_consistency(
                             out_t["instance"][key]["embedding"].float(), t_emb[key], anchors,
-                            delta_v=cfg.loss.delta_v, valid=valid)
+                            delta_v=cfg.loss.delta_v, valid=valid if own is None else valid & own)
             self.optimize(losses, step)
         with w("ema"):
             if (step + 1) % st.ema_every == 0:
