@@ -1,7 +1,7 @@
 #include <torch/library.h>
 
 #include "checks.h"
-#include "morph.h"
+#include "morph_refine.h"
 
 // Refinement of instance maps, every instance's binary mask processed on its own.
 // instances [B, H, W] integer (uint8, int8, int16, int32 or int64), 0 = no instance, ids >= 1

@@ -8,8 +8,8 @@
 #include <limits>
 
 #include "checks.h"
-#include "morph.h"
-#include "cuda/morph_kernels.h"
+#include "morph_refine.h"
+#include "cuda/morph_refine_kernels.h"
 #include "cuda/torch_utils.h"
 
 namespace pst {

@@ -5,7 +5,7 @@
 #include <limits>
 
 #include "checks.h"
-#include "cuda/ccl_kernels.h"
+#include "cuda/connected_components_kernels.h"
 #include "cuda/torch_utils.h"
 
 namespace pst {
