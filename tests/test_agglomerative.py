@@ -162,7 +162,7 @@ def test_agglomerative_ops_bad_input():
         ops.agglomerative_tree(x, rp, torch.tensor([1, 2, 7, 4]), "ward", 1)
     with pytest.raises(RuntimeError, match=r"rowptr should have N \+ 1 = 6 elements, got 5"):
         ops.agglomerative_tree(x, rp[:5], torch.tensor([1, 2, 3, 4]), "ward", 1)
-    with pytest.raises(RuntimeError, match=r"rowptr should start at 0 and end at E = 3"):
+    with pytest.raises(RuntimeError, match=r"rowptr\[-1\] should equal the number of col entries \(3\), got 4"):
         ops.agglomerative_tree(x, rp, torch.tensor([1, 2, 3]), "ward", 1)
     with pytest.raises(RuntimeError, match=r"n_clusters should be in \[1, N = 5\], got 0"):
         ops.agglomerative_tree(x, rp, torch.tensor([1, 2, 3, 4]), "ward", 0)
