@@ -1,4 +1,10 @@
+#include "agglomerative.h"
+
 #include <torch/library.h>
+
+#include <algorithm>
+
+#include "checks.h"
 
 // Agglomerative clustering restricted to the edges of a sparse graph (scikit-learn's
 // "structured" hierarchical clustering, AgglomerativeClustering(connectivity=...)).
@@ -30,7 +36,42 @@
 //   the flat clustering after the first n_merges merges of `children` (as made by
 //   agglomerative_tree); clusters numbered 0, 1, ... in the order of their first point.
 TORCH_LIBRARY_FRAGMENT(pst, m) {
+  m.set_python_module("pst._meta");  // the fake kernels
   m.def("agglomerative_tree(Tensor x, Tensor rowptr, Tensor col, str linkage, int n_clusters)"
         " -> (Tensor, Tensor)");
   m.def("agglomerative_labels(Tensor children, int n_samples, int n_merges) -> Tensor");
 }
+
+namespace pst {
+
+Linkage check_agglomerative_tree_args(const at::Tensor& x, const at::Tensor& rowptr, const at::Tensor& col,
+                                      c10::string_view linkage, int64_t n_clusters) {
+  check_dim(x, 2, "x", "[N, D]");
+  check_floating(x, "x");
+  check_dim(rowptr, 1, "rowptr", "[N + 1]");
+  check_dtype(rowptr, at::kLong, "rowptr");
+  check_dim(col, 1, "col", "[E]");
+  check_dtype(col, at::kLong, "col");
+  const int64_t n = x.size(0);
+  TORCH_CHECK(rowptr.size(0) == n + 1, "rowptr should have N + 1 = ", n + 1, " elements, got ", rowptr.size(0));
+  TORCH_CHECK(n_clusters >= 1 && n_clusters <= std::max<int64_t>(n, 1), "n_clusters should be in [1, N = ", n,
+              "], got ", n_clusters);
+  if (linkage == "ward") return Linkage::kWard;
+  if (linkage == "average") return Linkage::kAverage;
+  if (linkage == "complete") return Linkage::kComplete;
+  if (linkage == "single") return Linkage::kSingle;
+  TORCH_CHECK(false, "linkage should be one of 'ward', 'average', 'complete', 'single', got '", linkage, "'");
+}
+
+void check_agglomerative_labels_args(const at::Tensor& children, int64_t n_samples, int64_t n_merges) {
+  check_dim(children, 2, "children", "[M, 2]");
+  check_dtype(children, at::kLong, "children");
+  TORCH_CHECK(children.size(1) == 2, "children should have 2 columns, got shape ", children.sizes());
+  TORCH_CHECK(n_samples >= 0, "n_samples should be >= 0, got ", n_samples);
+  TORCH_CHECK(n_merges >= 0 && n_merges <= children.size(0), "n_merges should be in [0, M = ", children.size(0),
+              "], got ", n_merges);
+  TORCH_CHECK(n_merges <= std::max<int64_t>(n_samples - 1, 0), "n_merges should be at most n_samples - 1 = ",
+              n_samples - 1, " (each merge joins two of the n_samples points' clusters), got ", n_merges);
+}
+
+}  // namespace pst

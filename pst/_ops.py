@@ -1,4 +1,4 @@
-"""Loading of the compiled op library and the fake (meta) kernels of its ops.
+"""Loading of the compiled op library, then of the fake (meta) kernels of its ops (``pst._meta``).
 
 Importing this module loads ``pst._C``, whose static initialisers register every op
 with PyTorch's dispatcher as ``torch.ops.pst.<name>``; when ``PST_OPS_LIB`` names another
@@ -64,32 +64,5 @@ def has_cuda() -> bool:
     return has_kernel("nearest_center", "CUDA")
 
 
-@torch.library.register_fake("pst::nearest_center")
-def _nearest_center_fake(points, offsets, centers, center_offsets):
-    n = points.shape[0]
-    return points.new_empty((n,), dtype=torch.long), points.new_empty((n,))
-
-
-@torch.library.register_fake("pst::mean_shift")
-def _mean_shift_fake(points, offsets, seeds, seed_segment, bandwidth, max_iter, tol):
-    s = seeds.shape[0]
-    return seeds.new_empty(seeds.shape), seeds.new_empty((s,), dtype=torch.long), seeds.new_empty((s,), dtype=torch.long)
-
-
-@torch.library.register_fake("pst::grid_mean_shift")
-def _grid_mean_shift_fake(points, offsets, cell_size, max_iter, tol):
-    m = torch.library.get_ctx().new_dynamic_size()
-    n, d = points.shape
-    return (points.new_empty((m, d)), points.new_empty((m,), dtype=torch.long), points.new_empty((m,), dtype=torch.long),
-            points.new_empty((n,), dtype=torch.long), points.new_empty((), dtype=torch.long))
-
-
-@torch.library.register_fake("pst::merge_modes")
-def _merge_modes_fake(centers, weights, segment, radius):
-    k = centers.shape[0]
-    return centers.new_empty((k,), dtype=torch.long), centers.new_empty((k,), dtype=torch.long)
-
-
-@torch.library.register_fake("pst::sample_anchors")
-def _sample_anchors_fake(weights, coords, offsets, k, min_distance, seed):
-    return weights.new_empty((offsets.shape[0] - 1, k), dtype=torch.long)
+# The fake kernels of every op (pst/_meta.py, the module the schemas name), once the ops exist.
+from pst import _meta  # noqa: E402,F401

@@ -181,17 +181,3 @@ def keep_largest_component(instances: torch.Tensor, *, connectivity: int = 8) ->
     """Keeps only the largest connected component of every instance (ties: first in raster
     order) of an integer ``[B, H, W]`` / ``[H, W]`` map; same shape and dtype."""
     return refine(instances, largest_component=True, connectivity=connectivity)
-
-
-# ----------------------------------------------------------------------------- fake kernels
-
-
-@torch.library.register_fake("pst::connected_components")
-def _connected_components_fake(mask, connectivity):
-    return mask.new_empty(mask.shape, dtype=torch.int32)
-
-
-@torch.library.register_fake("pst::morph_refine")
-def _morph_refine_fake(instances, open_radius, close_radius, disk, fill_holes, min_size, largest_component,
-                       connectivity):
-    return torch.empty_like(instances, memory_format=torch.contiguous_format)

@@ -128,10 +128,6 @@ def test_knn_op_bad_input():
         knn_graph(torch.full((4, 2), float("nan")), 2)
 
 
-def test_knn_op_fake_kernel():
-    torch.library.opcheck(ops.knn_graph, (torch.randn(20, 3, dtype=torch.float64), 4))
-
-
 # ----------------------------------------------------------------------------- compiled tree
 
 
@@ -162,7 +158,7 @@ def test_agglomerative_ops_bad_input():
         ops.agglomerative_tree(x, rp, torch.tensor([1, 2, 7, 4]), "ward", 1)
     with pytest.raises(RuntimeError, match=r"rowptr should have N \+ 1 = 6 elements, got 5"):
         ops.agglomerative_tree(x, rp[:5], torch.tensor([1, 2, 3, 4]), "ward", 1)
-    with pytest.raises(RuntimeError, match=r"rowptr should start at 0 and end at E = 3"):
+    with pytest.raises(RuntimeError, match=r"rowptr\[-1\] should equal the number of col entries \(3\), got 4"):
         ops.agglomerative_tree(x, rp, torch.tensor([1, 2, 3]), "ward", 1)
     with pytest.raises(RuntimeError, match=r"n_clusters should be in \[1, N = 5\], got 0"):
         ops.agglomerative_tree(x, rp, torch.tensor([1, 2, 3, 4]), "ward", 0)

@@ -357,11 +357,3 @@ def test_kernel_checks_without_python_wrapper():
     with pytest.raises(RuntimeError, match=r"mask should be Bool, got Long"):
         ops.connected_components(torch.zeros(1, 3, 4, dtype=torch.long), 8)
 
-
-# ----------------------------------------------------------------------------- fake kernels
-
-
-def test_opcheck():
-    x = torch.from_numpy(MAPS["blocky"])[None].repeat(2, 1, 1)
-    torch.library.opcheck(ops.morph_refine.default, (x, 1, 2, True, True, 2, True, 8))
-    torch.library.opcheck(ops.connected_components.default, (x > 0, 4))

@@ -5,10 +5,10 @@
 #include <cmath>
 #include <numeric>
 #include <queue>
-#include <string>
 #include <utility>
 #include <vector>
 
+#include "agglomerative.h"
 #include "checks.h"
 #include "interrupt.h"
 
@@ -16,16 +16,6 @@ namespace pst {
 namespace {
 
 constexpr int64_t kMergesPerCheck = 4096;  // merges (single linkage: edges) between two looks at the interrupt flag
-
-enum class Linkage { kWard, kAverage, kComplete, kSingle };
-
-Linkage parse_linkage(const std::string& s) {
-  if (s == "ward") return Linkage::kWard;
-  if (s == "average") return Linkage::kAverage;
-  if (s == "complete") return Linkage::kComplete;
-  if (s == "single") return Linkage::kSingle;
-  TORCH_CHECK(false, "linkage should be one of 'ward', 'average', 'complete', 'single', got '", s, "'");
-}
 
 struct Edge {
   double v;
@@ -215,18 +205,10 @@ void heap_tree(const double* x, int64_t n, int64_t d, const std::vector<std::pai
 std::tuple<at::Tensor, at::Tensor> agglomerative_tree_cpu(const at::Tensor& x, const at::Tensor& rowptr,
                                                           const at::Tensor& col, c10::string_view linkage_name,
                                                           int64_t n_clusters) {
-  check_dim(x, 2, "x", "[N, D]");
-  check_floating(x, "x");
-  check_dim(rowptr, 1, "rowptr", "[N + 1]");
-  check_dtype(rowptr, at::kLong, "rowptr");
-  check_dim(col, 1, "col", "[E]");
-  check_dtype(col, at::kLong, "col");
+  const Linkage linkage = check_agglomerative_tree_args(x, rowptr, col, linkage_name, n_clusters);
   const int64_t n = x.size(0), d = x.size(1);
-  TORCH_CHECK(rowptr.size(0) == n + 1, "rowptr should have N + 1 = ", n + 1, " elements, got ", rowptr.size(0));
-  TORCH_CHECK(n_clusters >= 1 && n_clusters <= std::max<int64_t>(n, 1), "n_clusters should be in [1, N = ", n,
-              "], got ", n_clusters);
-  const Linkage linkage = parse_linkage(std::string(linkage_name));
   check_finite_cpu(x, "x");
+  check_offsets_cpu(rowptr, col.size(0), "rowptr", "col entries");
   const Interrupt stop;
   stop.check();
 
@@ -235,11 +217,6 @@ std::tuple<at::Tensor, at::Tensor> agglomerative_tree_cpu(const at::Tensor& x, c
   auto cl = col.contiguous();
   const int64_t* prp = rp.data_ptr<int64_t>();
   const int64_t* pcl = cl.data_ptr<int64_t>();
-  TORCH_CHECK(prp[0] == 0 && prp[n] == cl.size(0), "rowptr should start at 0 and end at E = ", cl.size(0),
-              ", got ", prp[0], " and ", prp[n]);
-  for (int64_t i = 0; i < n; ++i)
-    TORCH_CHECK(prp[i] <= prp[i + 1], "rowptr should be non-decreasing, got rowptr[", i, "] = ", prp[i],
-                " > rowptr[", i + 1, "] = ", prp[i + 1]);
   for (int64_t p = 0; p < cl.size(0); ++p)
     TORCH_CHECK(pcl[p] >= 0 && pcl[p] < n, "col should hold point indices in [0, ", n, "), got ", pcl[p],
                 " at position ", p);
@@ -264,14 +241,7 @@ std::tuple<at::Tensor, at::Tensor> agglomerative_tree_cpu(const at::Tensor& x, c
 }
 
 at::Tensor agglomerative_labels_cpu(const at::Tensor& children, int64_t n_samples, int64_t n_merges) {
-  check_dim(children, 2, "children", "[M, 2]");
-  check_dtype(children, at::kLong, "children");
-  TORCH_CHECK(children.size(1) == 2, "children should have 2 columns, got shape ", children.sizes());
-  TORCH_CHECK(n_samples >= 0, "n_samples should be >= 0, got ", n_samples);
-  TORCH_CHECK(n_merges >= 0 && n_merges <= children.size(0), "n_merges should be in [0, M = ", children.size(0),
-              "], got ", n_merges);
-  TORCH_CHECK(n_merges <= std::max<int64_t>(n_samples - 1, 0), "n_merges should be at most n_samples - 1 = ",
-              n_samples - 1, " (each merge joins two of the n_samples points' clusters), got ", n_merges);
+  check_agglomerative_labels_args(children, n_samples, n_merges);
   // the output first: an n_samples too large for memory fails here, with torch's allocator error
   auto labels = at::empty({n_samples}, children.options());
   auto ch = children.contiguous();

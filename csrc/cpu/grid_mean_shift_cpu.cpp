@@ -9,6 +9,7 @@
 #include <vector>
 
 #include "checks.h"
+#include "grid_mean_shift.h"
 #include "cpu/kdtree.h"
 #include "cpu/parallel.h"
 #include "cpu/simd.h"
@@ -146,12 +147,8 @@ std::vector<double> block_means(const Cells& cells, int64_t d, int64_t nseg, con
 
 std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> grid_mean_shift_cpu(
     const at::Tensor& points, const at::Tensor& offsets, double cell_size, int64_t max_iter, double tol) {
-  check_dim(points, 2, "points", "[N, D]");
-  check_floating(points, "points");
+  check_grid_mean_shift_args(points, offsets, cell_size, max_iter, tol);
   check_offsets_cpu(offsets, points.size(0), "offsets", "points");
-  check_positive_finite(cell_size, "cell_size");
-  TORCH_CHECK(max_iter >= 1, "max_iter should be >= 1, got ", max_iter);
-  TORCH_CHECK(std::isfinite(tol) && tol >= 0, "tol should be a finite number >= 0, got ", tol);
   const Interrupt stop;
   auto x = points.contiguous();
   check_finite_cpu(x, "points");

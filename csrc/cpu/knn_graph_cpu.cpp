@@ -7,6 +7,7 @@
 #include <vector>
 
 #include "checks.h"
+#include "knn_graph.h"
 #include "cpu/parallel.h"
 #include "cpu/simd.h"
 #include "interrupt.h"
@@ -77,13 +78,8 @@ void knn_graph_impl(const scalar_t* px, int64_t n, int64_t d, int64_t k, scalar_
 }
 
 std::tuple<at::Tensor, at::Tensor> knn_graph_cpu(const at::Tensor& x, int64_t k) {
-  check_dim(x, 2, "x", "[N, D]");
-  check_floating(x, "x");
+  check_knn_graph_args(x, k);
   const int64_t n = x.size(0), d = x.size(1);
-  TORCH_CHECK(k >= 1, "k should be >= 1, got ", k);
-  TORCH_CHECK(k <= n - 1, "k should be at most N - 1 = ", n - 1, " (a point is not its own neighbour), got k = ",
-              k, " for N = ", n);
-  TORCH_CHECK(d >= 1, "x should have at least one column, got shape ", x.sizes());
   auto xc = x.contiguous();
   check_finite_cpu(xc, "x");
   const Interrupt stop;

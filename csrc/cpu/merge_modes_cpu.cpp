@@ -7,6 +7,7 @@
 #include <vector>
 
 #include "checks.h"
+#include "merge_modes.h"
 #include "cpu/parallel.h"
 #include "interrupt.h"
 
@@ -15,17 +16,8 @@ namespace {
 
 std::tuple<at::Tensor, at::Tensor> merge_modes_cpu(const at::Tensor& centers, const at::Tensor& weights,
                                                    const at::Tensor& segment, double radius) {
-  check_dim(centers, 2, "centers", "[K, D]");
-  check_floating(centers, "centers");
-  check_dim(weights, 1, "weights", "[K]");
-  check_dtype(weights, at::kDouble, "weights");
-  check_dim(segment, 1, "segment", "[K]");
-  check_dtype(segment, at::kLong, "segment");
+  check_merge_modes_args(centers, weights, segment, radius);
   const int64_t k = centers.size(0), d = centers.size(1);
-  TORCH_CHECK(weights.size(0) == k, "weights should have one entry per centre (", k, "), got ", weights.size(0));
-  TORCH_CHECK(segment.size(0) == k, "segment should have one entry per centre (", k, "), got ", segment.size(0));
-  check_positive_finite(radius, "radius");
-
   check_finite_cpu(centers, "centers");
   check_finite_cpu(weights, "weights");
   auto c = centers.contiguous().to(at::kDouble);

@@ -5,6 +5,7 @@
 #include <limits>
 
 #include "checks.h"
+#include "nearest_center.h"
 #include "interrupt.h"
 
 namespace pst {
@@ -14,17 +15,9 @@ std::tuple<at::Tensor, at::Tensor> nearest_center_cpu(const at::Tensor& points,
                                                       const at::Tensor& offsets,
                                                       const at::Tensor& centers,
                                                       const at::Tensor& center_offsets) {
-  check_dim(points, 2, "points", "[N, D]");
-  check_dim(centers, 2, "centers", "[K, D]");
-  check_floating(points, "points");
-  TORCH_CHECK(centers.scalar_type() == points.scalar_type(), "centers should have the dtype of points (",
-              points.scalar_type(), "), got ", centers.scalar_type());
-  TORCH_CHECK(centers.size(1) == points.size(1), "centers should have D = ", points.size(1),
-              " columns like points, got ", centers.size(1));
+  check_nearest_center_args(points, offsets, centers, center_offsets);
   check_offsets_cpu(offsets, points.size(0), "offsets", "points");
   check_offsets_cpu(center_offsets, centers.size(0), "center_offsets", "centers");
-  TORCH_CHECK(offsets.size(0) == center_offsets.size(0), "offsets and center_offsets should describe the same ",
-              "number of segments, got ", offsets.size(0) - 1, " and ", center_offsets.size(0) - 1);
 
   auto x = points.contiguous();
   auto c = centers.contiguous();

@@ -7,6 +7,7 @@
 #include <vector>
 
 #include "checks.h"
+#include "sample_anchors.h"
 #include "cpu/parallel.h"
 #include "rng.h"
 
@@ -15,20 +16,8 @@ namespace {
 
 at::Tensor sample_anchors_cpu(const at::Tensor& weights, const at::Tensor& coords, const at::Tensor& offsets,
                               int64_t k, double min_distance, int64_t seed) {
-  check_dim(weights, 1, "weights", "[N]");
-  check_floating(weights, "weights");
-  check_dim(coords, 2, "coords", "[N, C]");
-  TORCH_CHECK(coords.scalar_type() == weights.scalar_type(), "coords should have the dtype of weights (",
-              weights.scalar_type(), "), got ", coords.scalar_type());
-  TORCH_CHECK(coords.size(0) == weights.size(0), "coords should have one row per weight (", weights.size(0),
-              "), got ", coords.size(0));
+  check_sample_anchors_args(weights, coords, offsets, k, min_distance);
   check_offsets_cpu(offsets, weights.size(0), "offsets", "weights");
-  TORCH_CHECK(k >= 0, "k should be >= 0, got ", k);
-  const int64_t n_seg = offsets.size(0) - 1;
-  TORCH_CHECK(n_seg == 0 || k <= std::numeric_limits<int64_t>::max() / 8 / n_seg, "k should give an output [G, k] ",
-              "of fewer than 2^63 bytes, got k = ", k, " for G = ", n_seg, " segments");
-  TORCH_CHECK(std::isfinite(min_distance) && min_distance >= 0, "min_distance should be a finite number >= 0, got ",
-              min_distance);
   check_finite_cpu(coords, "coords");
   auto w = weights.contiguous().to(at::kDouble);
   auto xy = coords.contiguous().to(at::kDouble);
@@ -38,7 +27,7 @@ at::Tensor sample_anchors_cpu(const at::Tensor& weights, const at::Tensor& coord
   const double* px = xy.data_ptr<double>();
   const int64_t* po = off.data_ptr<int64_t>();
   for (int64_t i = 0; i < w.size(0); ++i)
-    TORCH_CHECK(std::isfinite(pw[i]) && pw[i] >= 0, "weights should be finite and >= 0, got weights[", i, "] = ",
+    TORCH_CHECK(finite_nonnegative(pw[i]), "weights should be finite and >= 0, got weights[", i, "] = ",
                 pw[i]);
 
   auto out = at::full({g, k}, -1, off.options());

@@ -1,10 +1,9 @@
-// CUDA registration of grid_mean_shift: checks (the CPU kernel's messages), then the launcher.
+// CUDA registration of grid_mean_shift: the shared argument checks (grid_mean_shift.h), then the launcher.
 #include <ATen/ATen.h>
 #include <torch/library.h>
 
-#include <cmath>
-
 #include "checks.h"
+#include "grid_mean_shift.h"
 #include "cuda/grid_mean_shift_kernels.h"
 #include "cuda/torch_utils.h"
 #include "interrupt.h"
@@ -14,14 +13,10 @@ namespace {
 
 std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> grid_mean_shift_cuda(
     const at::Tensor& points, const at::Tensor& offsets, double cell_size, int64_t max_iter, double tol) {
-  check_dim(points, 2, "points", "[N, D]");
-  check_floating(points, "points");
+  check_grid_mean_shift_args(points, offsets, cell_size, max_iter, tol);
   gpu::check_cuda(points, "points");
   check_same_device(points, offsets, "points", "offsets");
   gpu::check_offsets_cuda(offsets, points.size(0), "offsets", "points");
-  check_positive_finite(cell_size, "cell_size");
-  TORCH_CHECK(max_iter >= 1, "max_iter should be >= 1, got ", max_iter);
-  TORCH_CHECK(std::isfinite(tol) && tol >= 0, "tol should be a finite number >= 0, got ", tol);
   TORCH_CHECK(points.size(1) <= gpu::kGridMeanShiftMaxDim, "grid_mean_shift on CUDA supports at most ",
               gpu::kGridMeanShiftMaxDim, " dimensions, got D = ", points.size(1));
   gpu::check_int32_count(points.size(0), "points");

@@ -1,8 +1,8 @@
-// CUDA registration of knn_graph: checks (the CPU kernel's messages), then the launcher.
+// CUDA registration of knn_graph: the shared argument checks (knn_graph.h), then the launcher.
 #include <ATen/ATen.h>
 #include <torch/library.h>
 
-#include "checks.h"
+#include "knn_graph.h"
 #include "cuda/knn_graph_kernels.h"
 #include "cuda/torch_utils.h"
 #include "interrupt.h"
@@ -11,13 +11,8 @@ namespace pst {
 namespace {
 
 std::tuple<at::Tensor, at::Tensor> knn_graph_cuda(const at::Tensor& x, int64_t k) {
-  check_dim(x, 2, "x", "[N, D]");
-  check_floating(x, "x");
+  check_knn_graph_args(x, k);
   const int64_t n = x.size(0), d = x.size(1);
-  TORCH_CHECK(k >= 1, "k should be >= 1, got ", k);
-  TORCH_CHECK(k <= n - 1, "k should be at most N - 1 = ", n - 1, " (a point is not its own neighbour), got k = ",
-              k, " for N = ", n);
-  TORCH_CHECK(d >= 1, "x should have at least one column, got shape ", x.sizes());
   gpu::check_cuda(x, "x");
   TORCH_CHECK(d * static_cast<int64_t>(x.element_size()) <= 32768, "knn_graph on CUDA supports rows of at most ",
               "32 KiB, got D = ", d);

@@ -1,13 +1,13 @@
-// CUDA registration of mean_shift: checks (the CPU kernel's messages), then the launcher. The
-// value checks of offsets and seed_segment wait for the device, unless inputs are trusted
-// (trusted_inputs.h); the seeds' grouping is made on the device, so the rest never waits.
+// CUDA registration of mean_shift: the shared argument checks (mean_shift.h), then the launcher. The value
+// checks of offsets and seed_segment wait for the device, unless inputs are trusted (trusted_inputs.h); the
+// seeds' grouping is made on the device, so the rest never waits.
 #include <ATen/ATen.h>
 #include <torch/library.h>
 
 #include <algorithm>
-#include <cmath>
 
 #include "checks.h"
+#include "mean_shift.h"
 #include "cuda/mean_shift_kernels.h"
 #include "cuda/torch_utils.h"
 #include "interrupt.h"
@@ -19,25 +19,12 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> mean_shift_cuda(const at::Tensor&
                                                                const at::Tensor& seeds,
                                                                const at::Tensor& seed_segment, double bandwidth,
                                                                int64_t max_iter, double tol) {
-  check_dim(points, 2, "points", "[N, D]");
-  check_floating(points, "points");
-  check_dim(seeds, 2, "seeds", "[S, D]");
-  TORCH_CHECK(seeds.scalar_type() == points.scalar_type(), "seeds should have the dtype of points (",
-              points.scalar_type(), "), got ", seeds.scalar_type());
-  TORCH_CHECK(seeds.size(1) == points.size(1), "seeds should have D = ", points.size(1),
-              " columns like points, got ", seeds.size(1));
-  check_dim(seed_segment, 1, "seed_segment", "[S]");
-  check_dtype(seed_segment, at::kLong, "seed_segment");
-  TORCH_CHECK(seed_segment.size(0) == seeds.size(0), "seed_segment should have one entry per seed (",
-              seeds.size(0), "), got ", seed_segment.size(0));
+  check_mean_shift_args(points, offsets, seeds, seed_segment, bandwidth, max_iter, tol);
   gpu::check_cuda(points, "points");
   check_same_device(points, offsets, "points", "offsets");
   check_same_device(points, seeds, "points", "seeds");
   check_same_device(points, seed_segment, "points", "seed_segment");
   gpu::check_offsets_cuda(offsets, points.size(0), "offsets", "points");
-  check_positive_finite(bandwidth, "bandwidth");
-  TORCH_CHECK(max_iter >= 0, "max_iter should be >= 0, got ", max_iter);
-  TORCH_CHECK(std::isfinite(tol) && tol >= 0, "tol should be a finite number >= 0, got ", tol);
   TORCH_CHECK(points.size(1) <= gpu::kMeanShiftMaxDim, "mean_shift on CUDA supports at most ",
               gpu::kMeanShiftMaxDim, " dimensions, got D = ", points.size(1));
 

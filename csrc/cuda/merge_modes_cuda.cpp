@@ -1,8 +1,9 @@
-// CUDA registration of merge_modes: checks (the CPU kernel's messages), then the launcher.
+// CUDA registration of merge_modes: the shared argument checks (merge_modes.h), then the launcher.
 #include <ATen/ATen.h>
 #include <torch/library.h>
 
 #include "checks.h"
+#include "merge_modes.h"
 #include "cuda/merge_modes_kernels.h"
 #include "cuda/torch_utils.h"
 
@@ -11,16 +12,8 @@ namespace {
 
 std::tuple<at::Tensor, at::Tensor> merge_modes_cuda(const at::Tensor& centers, const at::Tensor& weights,
                                                     const at::Tensor& segment, double radius) {
-  check_dim(centers, 2, "centers", "[K, D]");
-  check_floating(centers, "centers");
-  check_dim(weights, 1, "weights", "[K]");
-  check_dtype(weights, at::kDouble, "weights");
-  check_dim(segment, 1, "segment", "[K]");
-  check_dtype(segment, at::kLong, "segment");
+  check_merge_modes_args(centers, weights, segment, radius);
   const int64_t k = centers.size(0), d = centers.size(1);
-  TORCH_CHECK(weights.size(0) == k, "weights should have one entry per centre (", k, "), got ", weights.size(0));
-  TORCH_CHECK(segment.size(0) == k, "segment should have one entry per centre (", k, "), got ", segment.size(0));
-  check_positive_finite(radius, "radius");
   gpu::check_cuda(centers, "centers");
   check_same_device(centers, weights, "centers", "weights");
   check_same_device(centers, segment, "centers", "segment");

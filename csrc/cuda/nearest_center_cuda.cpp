@@ -1,8 +1,9 @@
-// CUDA registration of nearest_center: checks (the CPU kernel's messages), then the launcher.
+// CUDA registration of nearest_center: the shared argument checks (nearest_center.h), then the launcher.
 #include <ATen/ATen.h>
 #include <torch/library.h>
 
 #include "checks.h"
+#include "nearest_center.h"
 #include "cuda/nearest_center_kernels.h"
 #include "cuda/torch_utils.h"
 
@@ -11,21 +12,13 @@ namespace {
 
 std::tuple<at::Tensor, at::Tensor> nearest_center_cuda(const at::Tensor& points, const at::Tensor& offsets,
                                                        const at::Tensor& centers, const at::Tensor& center_offsets) {
-  check_dim(points, 2, "points", "[N, D]");
-  check_dim(centers, 2, "centers", "[K, D]");
-  check_floating(points, "points");
-  TORCH_CHECK(centers.scalar_type() == points.scalar_type(), "centers should have the dtype of points (",
-              points.scalar_type(), "), got ", centers.scalar_type());
-  TORCH_CHECK(centers.size(1) == points.size(1), "centers should have D = ", points.size(1),
-              " columns like points, got ", centers.size(1));
+  check_nearest_center_args(points, offsets, centers, center_offsets);
   gpu::check_cuda(points, "points");
   check_same_device(points, offsets, "points", "offsets");
   check_same_device(points, centers, "points", "centers");
   check_same_device(points, center_offsets, "points", "center_offsets");
   gpu::check_offsets_cuda(offsets, points.size(0), "offsets", "points");
   gpu::check_offsets_cuda(center_offsets, centers.size(0), "center_offsets", "centers");
-  TORCH_CHECK(offsets.size(0) == center_offsets.size(0), "offsets and center_offsets should describe the same ",
-              "number of segments, got ", offsets.size(0) - 1, " and ", center_offsets.size(0) - 1);
 
   const c10::cuda::CUDAGuard guard(points.device());
   auto x = points.contiguous();

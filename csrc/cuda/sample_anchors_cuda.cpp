@@ -1,10 +1,9 @@
-// CUDA registration of sample_anchors: checks (the CPU kernel's messages), then the launcher.
+// CUDA registration of sample_anchors: the shared argument checks (sample_anchors.h), then the launcher.
 #include <ATen/ATen.h>
 #include <torch/library.h>
 
-#include <cmath>
-
 #include "checks.h"
+#include "sample_anchors.h"
 #include "cuda/sample_anchors_kernels.h"
 #include "cuda/torch_utils.h"
 
@@ -13,20 +12,11 @@ namespace {
 
 at::Tensor sample_anchors_cuda(const at::Tensor& weights, const at::Tensor& coords, const at::Tensor& offsets,
                                int64_t k, double min_distance, int64_t seed) {
-  check_dim(weights, 1, "weights", "[N]");
-  check_floating(weights, "weights");
-  check_dim(coords, 2, "coords", "[N, C]");
-  TORCH_CHECK(coords.scalar_type() == weights.scalar_type(), "coords should have the dtype of weights (",
-              weights.scalar_type(), "), got ", coords.scalar_type());
-  TORCH_CHECK(coords.size(0) == weights.size(0), "coords should have one row per weight (", weights.size(0),
-              "), got ", coords.size(0));
+  check_sample_anchors_args(weights, coords, offsets, k, min_distance);
   gpu::check_cuda(weights, "weights");
   check_same_device(weights, coords, "weights", "coords");
   check_same_device(weights, offsets, "weights", "offsets");
   gpu::check_offsets_cuda(offsets, weights.size(0), "offsets", "weights");
-  TORCH_CHECK(k >= 0, "k should be >= 0, got ", k);
-  TORCH_CHECK(std::isfinite(min_distance) && min_distance >= 0, "min_distance should be a finite number >= 0, got ",
-              min_distance);
   gpu::check_int32_count(weights.size(0), "weights");
 
   const c10::cuda::CUDAGuard guard(weights.device());

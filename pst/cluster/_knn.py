@@ -30,12 +30,6 @@ KDTREE_MAX_FEATURES = 16
 KDTREE_QUERY_BLOCK = 1 << 14  # queries per cKDTree.query call
 
 
-@torch.library.register_fake("pst::knn_graph")
-def _knn_graph_fake(x, k):
-    n = x.shape[0]
-    return x.new_empty((n, k)), x.new_empty((n, k), dtype=torch.long)
-
-
 def _faiss():
     try:
         import faiss  # noqa: PLC0415  (optional dependency)

@@ -47,17 +47,6 @@ KDTREE_COMPONENTS = 64  # up to this many components, nearest pairs from one kd-
 _BLOCK_ELEMENTS = 1 << 22  # distance-matrix elements per block when completing the graph
 
 
-@torch.library.register_fake("pst::agglomerative_tree")
-def _agglomerative_tree_fake(x, rowptr, col, linkage, n_clusters):
-    m = torch.library.get_ctx().new_dynamic_size()
-    return x.new_empty((m, 2), dtype=torch.long), x.new_empty((m,), dtype=torch.float64)
-
-
-@torch.library.register_fake("pst::agglomerative_labels")
-def _agglomerative_labels_fake(children, n_samples, n_merges):
-    return children.new_empty((n_samples,), dtype=torch.long)
-
-
 @dataclass
 class AgglomerativeTree:
     """What one run of :func:`agglomerative` found (CPU tensors).

@@ -12,7 +12,7 @@
 // (for pixels it is the root; for blocks an atomicMin over the component's pixels), the first
 // pixels are counted by an exclusive scan, and the count restarts at every image. The labels
 // are deterministic and equal to the CPU kernel's.
-#include "cuda/ccl_kernels.h"
+#include "cuda/connected_components_kernels.h"
 
 #include <cub/device/device_scan.cuh>
 

@@ -1,23 +1,17 @@
-// CUDA registration of connected_components: checks (the CPU kernel's messages), then the launcher.
+// CUDA registration of connected_components: the shared argument checks (connected_components.h), then the
+// launcher.
 #include <ATen/ATen.h>
 #include <torch/library.h>
 
-#include <limits>
-
-#include "checks.h"
-#include "cuda/ccl_kernels.h"
+#include "connected_components.h"
+#include "cuda/connected_components_kernels.h"
 #include "cuda/torch_utils.h"
 
 namespace pst {
 namespace {
 
 at::Tensor connected_components_cuda(const at::Tensor& mask, int64_t connectivity) {
-  check_dim(mask, 3, "mask", "[B, H, W]");
-  check_dtype(mask, at::kBool, "mask");
-  TORCH_CHECK_VALUE(connectivity == 4 || connectivity == 8, "connectivity should be 4 or 8, got ", connectivity);
-  TORCH_CHECK(mask.size(1) * mask.size(2) <= std::numeric_limits<int32_t>::max(),
-              "mask images should have at most 2^31 - 1 pixels (int32 labels), got ", mask.size(1), " x ",
-              mask.size(2));
+  check_connected_components_args(mask, connectivity);
   gpu::check_cuda(mask, "mask");
 
   const c10::cuda::CUDAGuard guard(mask.device());

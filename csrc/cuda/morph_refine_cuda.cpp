@@ -1,6 +1,6 @@
-// CUDA registration of morph_refine: checks (the CPU kernel's messages), then the launcher.
-// Nothing here waits for the device: negative ids are reported by a device-side assert
-// (at::_assert_async) with the CPU kernel's message.
+// CUDA registration of morph_refine: the shared argument checks (morph_refine.h), then the launcher. Nothing
+// here waits for the device: negative ids are reported by a device-side assert (at::_assert_async) with the
+// CPU kernel's message.
 #include <ATen/ATen.h>
 #include <torch/library.h>
 
@@ -8,8 +8,8 @@
 #include <limits>
 
 #include "checks.h"
-#include "morph.h"
-#include "cuda/morph_kernels.h"
+#include "morph_refine.h"
+#include "cuda/morph_refine_kernels.h"
 #include "cuda/torch_utils.h"
 
 namespace pst {

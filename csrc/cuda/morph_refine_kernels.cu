@@ -1,4 +1,4 @@
-// CUDA kernels of morph_refine: the CPU kernel's algorithm (csrc/cpu/morph_cpu.cpp), step for
+// CUDA kernels of morph_refine: the CPU kernel's algorithm (csrc/cpu/morph_refine_cpu.cpp), step for
 // step, so that the output is the same bit for bit.
 //
 // 1. find_boxes: one hash table per image (open addressing, capacity a power of two > H * W, so
@@ -16,7 +16,7 @@
 // 3. finish: pixels no instance kept take that lowest id, else 0.
 // The number of instances and the crop sizes never reach the host: the grid size depends only
 // on B, H and W, and each block's scratch holds a crop as large as the whole image.
-#include "cuda/morph_kernels.h"
+#include "cuda/morph_refine_kernels.h"
 
 #include <climits>
 #include <cstdint>

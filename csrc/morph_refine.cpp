@@ -1,7 +1,8 @@
+#include "morph_refine.h"
+
 #include <torch/library.h>
 
 #include "checks.h"
-#include "morph.h"
 
 // Refinement of instance maps, every instance's binary mask processed on its own.
 // instances [B, H, W] integer (uint8, int8, int16, int32 or int64), 0 = no instance, ids >= 1
@@ -20,6 +21,7 @@
 // k keeps it (in R_k) stays k; any other pixel goes to the lowest id j with the pixel in R_j,
 // else 0. Returns a tensor of the input's shape and dtype.
 TORCH_LIBRARY_FRAGMENT(pst, m) {
+  m.set_python_module("pst._meta");  // the fake kernels
   m.def("morph_refine(Tensor instances, int open_radius, int close_radius, bool disk, bool fill_holes,"
         " int min_size, bool largest_component, int connectivity) -> Tensor");
 }

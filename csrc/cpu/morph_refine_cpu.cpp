@@ -1,4 +1,4 @@
-// CPU kernel of morph_refine (semantics in csrc/morph.cpp).
+// CPU kernel of morph_refine (semantics in csrc/morph_refine.cpp).
 //
 // 1. One pass over each image (rows in parallel, one hash look-up per run of equal ids)
 //    finds the instances and their bounding boxes.
@@ -31,7 +31,7 @@
 #include <vector>
 
 #include "checks.h"
-#include "morph.h"
+#include "morph_refine.h"
 #include "cpu/ccl_runs.h"
 #include "cpu/parallel.h"
 

@@ -1,4 +1,4 @@
-// CUDA launcher of connected_components (semantics in csrc/ccl.cpp). Plain C++ header.
+// CUDA launcher of connected_components (semantics in csrc/connected_components.cpp). Plain C++ header.
 #pragma once
 
 #include <cuda_runtime.h>

@@ -6,7 +6,7 @@
 #include <limits>
 #include <vector>
 
-#include "checks.h"
+#include "connected_components.h"
 #include "cpu/ccl_runs.h"
 
 namespace pst {
@@ -15,12 +15,7 @@ namespace {
 using cpu::Run;
 
 at::Tensor connected_components_cpu(const at::Tensor& mask, int64_t connectivity) {
-  check_dim(mask, 3, "mask", "[B, H, W]");
-  check_dtype(mask, at::kBool, "mask");
-  TORCH_CHECK_VALUE(connectivity == 4 || connectivity == 8, "connectivity should be 4 or 8, got ", connectivity);
-  TORCH_CHECK(mask.size(1) * mask.size(2) <= std::numeric_limits<int32_t>::max(),
-              "mask images should have at most 2^31 - 1 pixels (int32 labels), got ", mask.size(1), " x ",
-              mask.size(2));
+  check_connected_components_args(mask, connectivity);
 
   auto m = mask.contiguous();
   const int64_t b = m.size(0), h = m.size(1), w = m.size(2);

@@ -1,4 +1,4 @@
-// CUDA launcher of morph_refine (semantics in csrc/morph.cpp). Plain C++ header.
+// CUDA launcher of morph_refine (semantics in csrc/morph_refine.cpp). Plain C++ header.
 #pragma once
 
 #include <cuda_runtime.h>
