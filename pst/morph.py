@@ -40,6 +40,7 @@ import numbers
 import torch
 
 from pst._ops import ops
+from pst._threads import capped_threads
 
 log = logging.getLogger(__name__)
 
@@ -133,7 +134,8 @@ def connected_components(mask: torch.Tensor, connectivity: int = 8) -> torch.Ten
     """
     m, squeeze = _check_map(mask, "mask", kind="mask")
     conn = _check_connectivity(connectivity)
-    out = ops.connected_components(m, conn)
+    with capped_threads():
+        out = ops.connected_components(m, conn)
     return out.squeeze(0) if squeeze else out
 
 
@@ -174,7 +176,8 @@ def refine(
     min_sz = _check_int(min_size, "min_size")
     largest = _check_bool(largest_component, "largest_component")
     conn = _check_connectivity(connectivity)
-    out = ops.morph_refine(x, open_r, close_r, disk, fill, min_sz, largest, conn)
+    with capped_threads():
+        out = ops.morph_refine(x, open_r, close_r, disk, fill, min_sz, largest, conn)
     return out.squeeze(0) if squeeze else out
 
 

@@ -208,7 +208,7 @@ void knn_graph_impl(const scalar_t* px, int64_t n, int64_t d, int64_t k, scalar_
   // skipped by index)
   const int64_t nblk = (n + kBlock - 1) / kBlock;
   std::vector<scalar_t> blocks(nblk * d * kBlock, scalar_t(0));
-  at::parallel_for(0, nblk, 256, [&](int64_t b0, int64_t b1) {
+  cpu::parallel_for(0, nblk, 256, [&](int64_t b0, int64_t b1) {
     for (int64_t b = b0; b < b1; ++b)
       for (int64_t r = 0; r < kBlock && b * kBlock + r < n; ++r)
         for (int64_t j = 0; j < d; ++j) blocks[(b * d + j) * kBlock + r] = px[(b * kBlock + r) * d + j];

@@ -29,6 +29,7 @@ from sklearn.base import BaseEstimator, ClusterMixin
 from sklearn.utils.validation import check_array
 
 from pst._interrupt import interruptible_ops as ops  # every op call stops on Ctrl-C
+from pst._threads import capped_threads
 from pst.cluster._knn import KNN_BACKENDS, knn_graph
 from pst.cluster._validation import check_feature_names, check_points, check_scalar, is_tensor_like, to_numpy
 
@@ -347,9 +348,10 @@ def agglomerative(
     sequential): the ops ``agglomerative_tree`` / ``agglomerative_labels`` are registered for
     CUDA tensors too, and copy them to the host and the results back.
     """
-    tree, x = _agglomerative_tree(X, n_clusters=n_clusters, distance_threshold=distance_threshold,
-                                  linkage=linkage, connectivity=connectivity, n_neighbors=n_neighbors,
-                                  knn_backend=knn_backend)
+    with capped_threads():
+        tree, x = _agglomerative_tree(X, n_clusters=n_clusters, distance_threshold=distance_threshold,
+                                      linkage=linkage, connectivity=connectivity, n_neighbors=n_neighbors,
+                                      knn_backend=knn_backend)
     return tree.labels.to(x.device)
 
 
@@ -397,9 +399,11 @@ class AgglomerativeClustering(ClusterMixin, BaseEstimator):
 
     def fit(self, X, y=None):
         """Cluster X ([n, d], numpy, torch or DLPack array or DataFrame, n >= 2). Returns self."""
-        tree, x = _agglomerative_tree(X, n_clusters=self.n_clusters, distance_threshold=self.distance_threshold,
-                                      linkage=self.linkage, connectivity=self.connectivity,
-                                      n_neighbors=self.n_neighbors, knn_backend=self.knn_backend)
+        with capped_threads():
+            tree, x = _agglomerative_tree(X, n_clusters=self.n_clusters,
+                                          distance_threshold=self.distance_threshold, linkage=self.linkage,
+                                          connectivity=self.connectivity, n_neighbors=self.n_neighbors,
+                                          knn_backend=self.knn_backend)
         check_feature_names(self, X, reset=True)
         self.n_features_in_ = x.shape[1]
         self.n_leaves_ = x.shape[0]

@@ -13,6 +13,7 @@ from typing import Any, Sequence
 import torch
 
 from pst._interrupt import interruptible_ops as ops  # every op call stops on Ctrl-C
+from pst._threads import thread_capped
 from pst._trusted import trusted_inputs
 from pst.cluster._validation import as_tensor, check_bandwidth, check_scalar, offsets_from_counts
 
@@ -34,6 +35,7 @@ def _check_map(x: Any, name: str, shape: tuple[int, ...] | None, *, floating: bo
     return t
 
 
+@thread_capped
 def sample_anchors(
     objectness: Any,
     mask: Any,
@@ -84,6 +86,7 @@ def sample_anchors(
     return out[0] if squeeze else out
 
 
+@thread_capped
 def cluster_instances(
     embeddings: Any,
     semantic: Any,
