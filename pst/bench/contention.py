@@ -47,7 +47,7 @@ from pst.io import atomic_open, write_json
 log = logging.getLogger(__name__)
 
 TARGET = 1.2
-SAMPLE_S = 0.05  # under the load, a sample lasts at least this long (s)
+SAMPLE_S = 0.2  # under the load, a sample lasts at least this long (s)
 
 # The load: matrix products on every core, until killed.
 LOAD = """
