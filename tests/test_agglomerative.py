@@ -84,10 +84,12 @@ def test_knn_op_ties_go_to_lower_index():
 def test_knn_op_tree_matches_brute_force(dtype, threads):
     """Up to 16 columns the CPU op searches a kd-tree, above it scans everything. Zero columns
     appended add exact zeros to every squared distance, so both must return the same bits, ties
-    included: points of a coarse grid (many duplicates and equal distances) and Gaussian ones."""
+    included: points of a coarse grid (many duplicates and equal distances), Gaussian ones, and
+    more equal rows than a leaf holds (the tree cannot split them)."""
     g = torch.Generator().manual_seed(7)
     x = torch.cat([torch.randint(0, 5, (3000, 3), generator=g).double(),
-                   torch.randn(3000, 3, generator=g, dtype=torch.float64)]).to(dtype)
+                   torch.randn(3000, 3, generator=g, dtype=torch.float64),
+                   torch.full((700, 3), 0.25, dtype=torch.float64)]).to(dtype)  # a leaf of 700 equal rows
     before = torch.get_num_threads()
     torch.set_num_threads(threads)
     try:

@@ -40,8 +40,9 @@ inline void push_candidate(double* dist, int64_t* idx, int64_t k, double dd, int
 }
 
 // Exact kNN by a kd-tree, for few dimensions: median splits on the widest axis down to
-// leaves of at most kLeafRows rows, each leaf's rows packed in blocks of kBlock rows as the
-// brute force packs them, so that a leaf scan is the same sqdist_blocks call: distances, and
+// leaves of at most kLeafRows rows (rows all equal, which no split separates, make one leaf of
+// any size), each leaf's rows packed in blocks of kBlock rows as the brute force packs them,
+// so that a leaf scan is the same sqdist_blocks call: distances, and
 // with them ties and results, are the brute force's bit for bit. A subtree is skipped only
 // when the squared distance from the query to its box exceeds the current k-th distance
 // (box_dist rounds monotonically below every row's distance, see kdtree.h, and the build has
@@ -72,8 +73,9 @@ class KnnTree {
       int64_t axis = 0;
       for (int64_t j = 1; j < d; ++j)
         if (hi[j] - lo[j] > hi[axis] - lo[axis]) axis = j;
-      if (e - b <= kLeafRows || !(hi[axis] > lo[axis])) {  // leaf (or all rows equal)
+      if (e - b <= kLeafRows || !(hi[axis] > lo[axis])) {  // leaf (or all rows equal: any size)
         nodes_[ni].block = nblocks;
+        max_leaf_ = std::max(max_leaf_, e - b);
         nblocks += (e - b + cpu::kBlock - 1) / cpu::kBlock;
         continue;
       }
@@ -113,11 +115,13 @@ class KnnTree {
   }
 
   int64_t begin(int64_t leaf) const { return nodes_[leaf].begin; }
+  // rows of the largest leaf, rounded up to whole blocks: the size of query()'s buffer
+  int64_t buffer_size() const { return (max_leaf_ + cpu::kBlock - 1) / cpu::kBlock * cpu::kBlock; }
   int64_t end(int64_t leaf) const { return nodes_[leaf].end; }
   int64_t row(int64_t pos) const { return perm_[pos]; }
 
   // The k nearest rows other than `self` into the sorted lists (dist, idx), which may hold
-  // candidates already. buf: kLeafRows doubles.
+  // candidates already. buf: buffer_size() doubles.
   void query(const double* q, int64_t self, int64_t k, double* dist, int64_t* idx, double* buf) const {
     std::pair<double, int64_t> stack[128];
     int top = 0;
@@ -170,6 +174,7 @@ class KnnTree {
   }
 
   int64_t d_;
+  int64_t max_leaf_ = 0;
   std::vector<int64_t> perm_;
   std::vector<Node> nodes_;
   std::vector<double> lo_, hi_;  // [nodes, d] boxes
@@ -184,7 +189,7 @@ void knn_tree_impl(const scalar_t* px, int64_t n, int64_t d, int64_t k, scalar_t
   const int64_t nl = static_cast<int64_t>(leaves.size());
   cpu::dynamic_for(nl, kTreeLeavesPerChunk, [&](int64_t t) {
     const int64_t leaf = leaves[t];
-    std::vector<double> q(d), best(k), buf(KnnTree<scalar_t>::kLeafRows);
+    std::vector<double> q(d), best(k), buf(tree.buffer_size());
     std::vector<int64_t> bidx(k);
     for (int64_t pos = tree.begin(leaf); pos < tree.end(leaf); ++pos) {
       const int64_t i = tree.row(pos);
