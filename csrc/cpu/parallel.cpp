@@ -84,7 +84,10 @@ int64_t idle_cores() {
     int64_t idle = cpus;
     if (running > 0) {
       idle = cpus - (running - 1);  // as if the caller were this process's only runnable thread
-      if (idle < at::get_num_threads()) idle = cpus - std::max<int64_t>(0, running - own_runnable_threads());
+      // at most torch's team counts as this process's own (the caller and its workers, which spin
+      // for a while after a region); other busy threads of this process are load like any other
+      const int64_t team = at::get_num_threads();
+      if (idle < team) idle = cpus - std::max<int64_t>(0, running - std::min(own_runnable_threads(), team));
     }
     cached.store(std::max<int64_t>(1, idle), std::memory_order_relaxed);
     stamp.store(now, std::memory_order_relaxed);

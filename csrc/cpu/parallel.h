@@ -23,9 +23,9 @@
 
 namespace pst::cpu {
 
-// Cores idle now: the online CPUs less the runnable tasks of other processes (Linux: those of
-// /proc/loadavg less this process's own runnable threads; read at most every millisecond).
-// Elsewhere: torch's thread count.
+// Cores idle now: the online CPUs less the runnable tasks of others (Linux: those of
+// /proc/loadavg less this process's own runnable threads, up to torch's thread count; read at
+// most every 10 ms). Elsewhere: torch's thread count.
 int64_t idle_cores();
 
 // Threads for n items of which each thread should get at least min_per_thread: at most
