@@ -17,6 +17,7 @@ import threading
 from typing import Any
 
 from pst._ops import native_library, ops
+from pst._threads import capped_threads
 
 __all__ = ["interruptible", "interruptible_ops"]
 
@@ -44,13 +45,14 @@ class interruptible:  # noqa: N801 - used like a function: ``with interruptible(
 
 
 class _InterruptibleOps:
-    """``torch.ops.pst`` whose every call runs inside :class:`interruptible`."""
+    """``torch.ops.pst`` whose every call runs inside :class:`interruptible` and
+    :class:`pst._threads.capped_threads`."""
 
     def __getattr__(self, name: str) -> Any:
         op = getattr(ops, name)
 
         def call(*args: Any, **kwargs: Any) -> Any:
-            with interruptible():
+            with interruptible(), capped_threads():
                 return op(*args, **kwargs)
 
         call.__name__ = name

@@ -41,6 +41,7 @@ import torch
 
 from pst._checks import INT_DTYPES, check_bool, check_bool_tensor, check_choice, check_int, check_integer, check_map
 from pst._ops import ops
+from pst._threads import capped_threads
 
 log = logging.getLogger(__name__)
 
@@ -103,7 +104,8 @@ def connected_components(mask: torch.Tensor, connectivity: int = 8) -> torch.Ten
     m, squeeze = check_map(mask, "mask")
     check_bool_tensor(m, "mask", " (pass mask != 0 for a label map)")
     conn = _check_connectivity(connectivity)
-    out = ops.connected_components(m, conn)
+    with capped_threads():
+        out = ops.connected_components(m, conn)
     return out.squeeze(0) if squeeze else out
 
 
@@ -145,7 +147,8 @@ def refine(
     min_sz = check_int(min_size, "min_size")
     largest = check_bool(largest_component, "largest_component")
     conn = _check_connectivity(connectivity)
-    out = ops.morph_refine(x, open_r, close_r, disk, fill, min_sz, largest, conn)
+    with capped_threads():
+        out = ops.morph_refine(x, open_r, close_r, disk, fill, min_sz, largest, conn)
     return out.squeeze(0) if squeeze else out
 
 

@@ -80,6 +80,34 @@ def test_knn_op_ties_go_to_lower_index():
 
 
 @pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
+@pytest.mark.parametrize("threads", [1, 2])
+def test_knn_op_tree_matches_brute_force(dtype, threads):
+    """Up to 16 columns the CPU op searches a kd-tree, above it scans everything. Zero columns
+    appended add exact zeros to every squared distance, so both must return the same bits, ties
+    included: points of a coarse grid (many duplicates and equal distances), Gaussian ones, and
+    more equal rows than a leaf holds (the tree cannot split them)."""
+    g = torch.Generator().manual_seed(7)
+    x = torch.cat([torch.randint(0, 5, (3000, 3), generator=g).double(),
+                   torch.randn(3000, 3, generator=g, dtype=torch.float64),
+                   torch.full((700, 3), 0.25, dtype=torch.float64)]).to(dtype)  # a leaf of 700 equal rows
+    before = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        dist, idx = ops.knn_graph(x, 12)
+        bdist, bidx = ops.knn_graph(torch.cat([x, torch.zeros(x.shape[0], 14, dtype=dtype)], 1), 12)
+    finally:
+        torch.set_num_threads(before)
+    assert torch.equal(idx, bidx) and torch.equal(dist, bdist)
+    # and the grid part against a reference sorted by (distance, index)
+    grid = x[:1500].double()
+    d = ((grid.unsqueeze(1) - grid.unsqueeze(0)) ** 2).sum(-1)  # exact on integers
+    d.fill_diagonal_(float("inf"))
+    ref = d.sort(dim=1, stable=True).indices[:, :12]
+    _, gidx = ops.knn_graph(x[:1500], 12)
+    assert torch.equal(gidx, ref)
+
+
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
 def test_knn_kdtree_backend_matches_reference(dtype):
     x = torch.randn(500, 5, generator=torch.Generator().manual_seed(1), dtype=torch.float64).to(dtype)
     dist, idx = knn_graph(x, 9, backend="kdtree")
@@ -178,6 +206,18 @@ def test_agglomerative_tree_stops_on_disconnected_graph():
 
 
 # ----------------------------------------------------------------------------- parity with scikit-learn
+
+
+@pytest.mark.parametrize("linkage", ["ward", "average", "complete"])
+def test_full_tree_matches_sklearn_many_merges(linkage):
+    """A graph large enough that most heap entries go stale and the heap is compacted many times:
+    the whole tree (merge order, distances) stays scikit-learn's."""
+    x = np.random.default_rng(11).normal(size=(3000, 4))
+    conn = kneighbors_graph(x, 10, include_self=False)
+    sk = sk_fit(x, conn, n_clusters=None, distance_threshold=0.0, linkage=linkage)
+    ours = AgglomerativeClustering(n_clusters=None, distance_threshold=0.0, linkage=linkage, connectivity=conn).fit(x)
+    np.testing.assert_array_equal(ours.children_, np.sort(sk.children_, axis=1))
+    np.testing.assert_allclose(ours.distances_, sk.distances_, rtol=1e-12, atol=1e-12)
 
 
 @pytest.mark.parametrize("linkage", LINKAGES)
@@ -349,14 +389,9 @@ def test_matches_sklearn_larger(linkage):
     assert same_partition(agglomerative(x, n_clusters=12, linkage=linkage, knn_backend="pst").numpy(), sk.labels_)
 
 
-@pytest.mark.parametrize("n_comp", [7, 90])  # kd-tree and brute-force completion
-def test_component_links_are_closest_pairs(n_comp):
+def assert_closest_pairs(x: torch.Tensor, comp: torch.Tensor, n_comp: int) -> None:
     from pst.cluster.agglomerative import _component_links
 
-    rng = np.random.default_rng(n_comp)
-    x = torch.from_numpy(rng.normal(size=(400, 3)))
-    comp = torch.from_numpy(rng.integers(0, n_comp, 400))
-    comp[:n_comp] = torch.arange(n_comp)  # every component non-empty
     a, b = _component_links(x, comp, n_comp)
     assert a.numel() == n_comp * (n_comp - 1) // 2
     d = torch.cdist(x, x, compute_mode="donot_use_mm_for_euclid_dist")
@@ -367,3 +402,20 @@ def test_component_links_are_closest_pairs(n_comp):
             r, c = np.unravel_index(int(block.argmin()), block.shape)
             ref = (int(torch.nonzero(comp == ci)[r]), int(torch.nonzero(comp == cj)[c]))
             assert got[(ci, cj)] == ref
+
+
+@pytest.mark.parametrize("n_comp", [7, 90])  # kd-tree and brute-force completion
+def test_component_links_are_closest_pairs(n_comp):
+    rng = np.random.default_rng(n_comp)
+    x = torch.from_numpy(rng.normal(size=(400, 3)))
+    comp = torch.from_numpy(rng.integers(0, n_comp, 400))
+    comp[:n_comp] = torch.arange(n_comp)  # every component non-empty
+    assert_closest_pairs(x, comp, n_comp)
+
+
+def test_component_links_separated_blobs():
+    """Components far apart (the kd-tree path's bounds prune most points) and two that share a
+    point (closest pair at distance 0)."""
+    x, comp = make_blobs(600, n_features=6, centers=9, cluster_std=1.0, random_state=2)
+    x[5] = x[np.flatnonzero(comp != comp[5])[0]]
+    assert_closest_pairs(torch.from_numpy(x), torch.from_numpy(comp.astype(np.int64)), 9)

@@ -5,6 +5,7 @@
 #include <cmath>
 #include <numeric>
 #include <queue>
+#include <string>
 #include <utility>
 #include <vector>
 
@@ -15,6 +16,7 @@
 namespace pst {
 namespace {
 
+constexpr int64_t kMinCompaction = 4096;  // stale heap entries worth a compaction at the least
 constexpr int64_t kMergesPerCheck = 4096;  // merges (single linkage: edges) between two looks at the interrupt flag
 
 struct Edge {
@@ -102,18 +104,22 @@ void heap_tree(const double* x, int64_t n, int64_t d, const std::vector<std::pai
   const bool ward = linkage == Linkage::kWard;
   std::vector<double> size(n_nodes, 0.0);
   std::vector<double> moment;  // ward: sum of the points of each cluster [n_nodes, d]
+  std::vector<double> mean;    // ward: moment / size, once per cluster [n_nodes, d]
   std::fill(size.begin(), size.begin() + n, 1.0);
   if (ward) {
     moment.assign(n_nodes * d, 0.0);
     std::copy(x, x + n * d, moment.begin());
+    mean.assign(n_nodes * d, 0.0);
+    std::copy(x, x + n * d, mean.begin());  // a point's cluster: size 1, mean = the point
   }
-  // scikit-learn's compute_ward_dist, in its order of operations
+  // scikit-learn's compute_ward_dist, in its order of operations (its moment / size divisions
+  // are the ones stored in `mean`)
   auto ward_value = [&](int64_t a, int64_t b) {
     const double na = size[a], nb = size[b];
     const double f = (na * nb) / (na + nb);
     double pa = 0;
     for (int64_t j = 0; j < d; ++j) {
-      const double diff = moment[a * d + j] / na - moment[b * d + j] / nb;
+      const double diff = mean[a * d + j] - mean[b * d + j];
       pa += diff * diff;
     }
     return pa * f;
@@ -141,7 +147,13 @@ void heap_tree(const double* x, int64_t n, int64_t d, const std::vector<std::pai
     adj[b].push_back({a, v});
     init[t] = {v, a, b};
   }
-  std::priority_queue<Edge, std::vector<Edge>, std::greater<Edge>> heap(std::greater<Edge>(), std::move(init));
+  // min-heap of (value, a, b); entries whose clusters merged since stay until popped, or until
+  // they outnumber the live ones and a compaction drops them (the live entries, and so the
+  // order of the merges, are the same either way)
+  std::vector<Edge> heap = std::move(init);
+  const std::greater<Edge> later;
+  std::make_heap(heap.begin(), heap.end(), later);
+  int64_t live = static_cast<int64_t>(heap.size());  // entries whose two clusters are active
 
   std::vector<char> active(n_nodes, 0);
   std::fill(active.begin(), active.begin() + n, 1);
@@ -152,8 +164,9 @@ void heap_tree(const double* x, int64_t n, int64_t d, const std::vector<std::pai
     Edge top{};
     bool found = false;
     while (!heap.empty()) {
-      top = heap.top();
-      heap.pop();
+      top = heap.front();
+      std::pop_heap(heap.begin(), heap.end(), later);
+      heap.pop_back();
       if (active[top.a] && active[top.b]) {
         found = true;
         break;
@@ -168,17 +181,23 @@ void heap_tree(const double* x, int64_t n, int64_t d, const std::vector<std::pai
     const double na = size[a], nb = size[b];
     size[k] = na + nb;
     if (ward)
-      for (int64_t j = 0; j < d; ++j) moment[k * d + j] = moment[a * d + j] + moment[b * d + j];
+      for (int64_t j = 0; j < d; ++j) {
+        moment[k * d + j] = moment[a * d + j] + moment[b * d + j];
+        mean[k * d + j] = moment[k * d + j] / size[k];
+      }
 
     // neighbours of the new cluster: the active neighbours of a, then of b
     merged.clear();
+    live -= 1;  // the entry (a, b) just popped
     for (const auto& e : adj[a]) {
       if (!active[e.c]) continue;
+      --live;  // (a, c) goes stale
       slot[e.c] = static_cast<int64_t>(merged.size());
       merged.push_back(e);
     }
     for (const auto& e : adj[b]) {
       if (!active[e.c]) continue;
+      --live;  // (b, c) goes stale
       const int64_t s = slot[e.c];
       if (s < 0) {
         slot[e.c] = static_cast<int64_t>(merged.size());
@@ -193,12 +212,18 @@ void heap_tree(const double* x, int64_t n, int64_t d, const std::vector<std::pai
       slot[e.c] = -1;
       if (ward) e.v = ward_value(k, e.c);
       adj[e.c].push_back({k, e.v});
-      heap.push({e.v, k, e.c});
+      heap.push_back({e.v, k, e.c});
+      std::push_heap(heap.begin(), heap.end(), later);
     }
+    live += static_cast<int64_t>(merged.size());
     adj[k] = merged;
     std::vector<Neighbour>().swap(adj[a]);
     std::vector<Neighbour>().swap(adj[b]);
     active[k] = 1;
+    if (static_cast<int64_t>(heap.size()) > 2 * live + kMinCompaction) {
+      std::erase_if(heap, [&](const Edge& e) { return !active[e.a] || !active[e.b]; });
+      std::make_heap(heap.begin(), heap.end(), later);
+    }
   }
 }
 

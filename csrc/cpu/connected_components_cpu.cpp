@@ -8,6 +8,7 @@
 
 #include "connected_components.h"
 #include "cpu/ccl_runs.h"
+#include "cpu/parallel.h"
 
 namespace pst {
 namespace {
@@ -28,7 +29,7 @@ at::Tensor connected_components_cpu(const at::Tensor& mask, int64_t connectivity
   // As many images as threads (or small images): one parallel region over images, each
   // labelled serially. Otherwise rows are split into chunks labelled in parallel and joined.
   if (b >= at::get_num_threads() || h * w < (int64_t{1} << 18)) {
-    at::parallel_for(0, b, std::max<int64_t>(1, (int64_t{1} << 18) / (h * w)), [&](int64_t b0, int64_t b1) {
+    cpu::parallel_for(0, b, std::max<int64_t>(1, (int64_t{1} << 18) / (h * w)), [&](int64_t b0, int64_t b1) {
       cpu::RunLabels lab;
       for (int64_t i = b0; i < b1; ++i) {
         lab.label(pm + i * h * w, h, w, 1, conn8);
@@ -49,7 +50,7 @@ at::Tensor connected_components_cpu(const at::Tensor& mask, int64_t connectivity
 
   // 1. runs per row, their global raster-order numbering and the runs themselves
   std::vector<int64_t> row_start(rows + 1, 0);
-  at::parallel_for(0, rows, grain, [&](int64_t r0, int64_t r1) {
+  cpu::parallel_for(0, rows, grain, [&](int64_t r0, int64_t r1) {
     for (int64_t r = r0; r < r1; ++r) row_start[r + 1] = cpu::count_runs(pm + r * w, w);
   });
   for (int64_t r = 0; r < rows; ++r) row_start[r + 1] += row_start[r];
@@ -57,7 +58,7 @@ at::Tensor connected_components_cpu(const at::Tensor& mask, int64_t connectivity
   if (n == 0) return out;
   std::vector<Run> runs(n);
   std::vector<int64_t> parent(n);
-  at::parallel_for(0, rows, grain, [&](int64_t r0, int64_t r1) {
+  cpu::parallel_for(0, rows, grain, [&](int64_t r0, int64_t r1) {
     for (int64_t r = r0; r < r1; ++r) {
       cpu::find_runs(pm + r * w, w, runs.data() + row_start[r]);
       for (int64_t k = row_start[r]; k < row_start[r + 1]; ++k) parent[k] = k;
@@ -75,7 +76,7 @@ at::Tensor connected_components_cpu(const at::Tensor& mask, int64_t connectivity
                              runs.data() + row_start[r], row_start[r], row_start[r + 1] - row_start[r], conn8,
                              parent.data());
   };
-  at::parallel_for(0, nchunks, 1, [&](int64_t c0, int64_t c1) {
+  cpu::parallel_for(0, nchunks, 1, [&](int64_t c0, int64_t c1) {
     for (int64_t c = c0; c < c1; ++c)
       for (int64_t r = chunk_begin(c) + 1; r < chunk_begin(c + 1); ++r) unite_with_previous(r);
   });
@@ -95,7 +96,7 @@ at::Tensor connected_components_cpu(const at::Tensor& mask, int64_t connectivity
   }
 
   // 4. paint
-  at::parallel_for(0, rows, grain, [&](int64_t r0, int64_t r1) {
+  cpu::parallel_for(0, rows, grain, [&](int64_t r0, int64_t r1) {
     for (int64_t r = r0; r < r1; ++r) {
       int32_t* row = po + r * w;
       for (int64_t k = row_start[r]; k < row_start[r + 1]; ++k) std::fill(row + runs[k].x0, row + runs[k].x1, label[k]);

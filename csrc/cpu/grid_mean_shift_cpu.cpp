@@ -18,6 +18,8 @@
 namespace pst {
 namespace {
 
+constexpr int64_t kCopyGrain = int64_t{1} << 16;  // label copies per thread at the least: a region costs more
+
 inline uint64_t mix64(uint64_t x) {
   x ^= x >> 30;
   x *= 0xbf58476d1ce4e5b9ULL;
@@ -48,7 +50,7 @@ Cells bin_positions(const P* pos, const double* w, const int64_t* seg, int64_t k
   std::atomic<bool> overflow{false};
   std::vector<uint64_t> mult(d);
   for (int64_t j = 0; j < d; ++j) mult[j] = mix64(static_cast<uint64_t>(j) + 1) | 1;
-  at::parallel_for(0, k, 2048, [&](int64_t b, int64_t e) {
+  cpu::parallel_for(0, k, 2048, [&](int64_t b, int64_t e) {
     if (!cpu::cell_coords(pos + b * d, (e - b) * d, h, &key[b * d])) {
       overflow = true;
       return;
@@ -192,11 +194,11 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> grid_mean
         shift2 = std::max(shift2, acc);
       }
       if (first) {
-        at::parallel_for(0, n, 4096, [&](int64_t b, int64_t e) {
+        cpu::parallel_for(0, n, kCopyGrain, [&](int64_t b, int64_t e) {
           for (int64_t i = b; i < e; ++i) pl[i] = cells.cell_of[i];
         });
       } else {
-        at::parallel_for(0, n, 4096, [&](int64_t b, int64_t e) {
+        cpu::parallel_for(0, n, kCopyGrain, [&](int64_t b, int64_t e) {
           for (int64_t i = b; i < e; ++i) pl[i] = cells.cell_of[pl[i]];
         });
       }

@@ -5,6 +5,7 @@
 #include <limits>
 
 #include "checks.h"
+#include "cpu/parallel.h"
 #include "nearest_center.h"
 #include "interrupt.h"
 
@@ -44,7 +45,7 @@ std::tuple<at::Tensor, at::Tensor> nearest_center_cpu(const at::Tensor& points,
     const scalar_t* pc = c.data_ptr<scalar_t>();
     int64_t* pi = index.data_ptr<int64_t>();
     scalar_t* pd = dist.data_ptr<scalar_t>();
-    at::parallel_for(0, n, 256, [&](int64_t begin, int64_t end) {
+    cpu::parallel_for(0, n, 256, [&](int64_t begin, int64_t end) {
       for (int64_t i = begin; i < end; ++i) {
         if ((i - begin) % 256 == 0 && stop.requested()) return;
         const scalar_t* xi = px + i * d;

@@ -1,5 +1,5 @@
-"""Exact k-nearest-neighbour graphs: a kd-tree (scipy's cKDTree) for low-dimensional CPU
-inputs, pst's compiled brute-force op ``torch.ops.pst.knn_graph`` otherwise, faiss
+"""Exact k-nearest-neighbour graphs: pst's compiled op ``torch.ops.pst.knn_graph`` (on CPU a
+kd-tree up to 16 features, brute force above; brute force on CUDA), scipy's cKDTree or faiss
 (``IndexFlatL2``) on request.
 
 The graph never contains a point as its own neighbour (scikit-learn's
@@ -25,8 +25,6 @@ __all__ = ["knn_graph"]
 
 KNN_BACKENDS = ("auto", "kdtree", "faiss", "pst")
 
-# "auto" takes the kd-tree up to this many features (past it, kd-trees degrade to brute force)
-KDTREE_MAX_FEATURES = 16
 KDTREE_QUERY_BLOCK = 1 << 14  # queries per cKDTree.query call
 
 
@@ -88,17 +86,17 @@ def _knn_faiss(faiss, x: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tens
 
 
 def knn_graph(X: Any, k: int, *, backend: str = "auto") -> tuple[torch.Tensor, torch.Tensor]:
-    """The ``k`` nearest other points of every point (exact, brute force).
+    """The ``k`` nearest other points of every point (exact).
 
     Args:
         X: [n, d] points (numpy, torch or DLPack array), n >= 2; integers become float64.
         k: neighbours per point, 1 <= k <= n - 1.
-        backend: "pst" = the compiled brute-force op (float64 arithmetic, ties to the lower
-            index; runs on the input's device when pst has a kernel there, else on CPU);
-            "kdtree" = scipy's cKDTree on CPU (float64, O(n log n) in few dimensions; ties in
-            the tree's order); "faiss" = faiss ``IndexFlatL2`` on CPU (ranks by float32
-            distances, so nearly tied neighbours can come in another order than in float64);
-            "auto" = "kdtree" for CPU inputs with at most 16 features, else "pst".
+        backend: "pst" = the compiled op (float64 arithmetic, ties to the lower index; on CPU
+            a kd-tree up to 16 features, brute force above, with the same results; runs on the
+            input's device when pst has a kernel there, else on CPU); "kdtree" = scipy's
+            cKDTree on CPU (float64; ties in the tree's order); "faiss" = faiss
+            ``IndexFlatL2`` on CPU (ranks by float32 distances, so nearly tied neighbours can
+            come in another order than in float64); "auto" = "pst".
 
     Returns:
         (sqdist [n, k] X's float dtype, ascending along each row; index [n, k] int64), on X's
@@ -111,8 +109,7 @@ def knn_graph(X: Any, k: int, *, backend: str = "auto") -> tuple[torch.Tensor, t
     k = int(k)
     device = x.device
     if backend == "auto":
-        on_cpu = device.type == "cpu" or not has_kernel("knn_graph", device.type.upper())
-        backend = "kdtree" if on_cpu and x.shape[1] <= KDTREE_MAX_FEATURES else "pst"
+        backend = "pst"
     if backend == "faiss":
         faiss = _faiss()
         if faiss is None:

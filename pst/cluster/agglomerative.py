@@ -2,7 +2,7 @@
 
 scikit-learn's structured hierarchical clustering (``AgglomerativeClustering(connectivity=
 kneighbors_graph(X, k))``) without its O(n^2) pieces: the graph comes from an exact kNN
-search (faiss or pst's compiled op), the merging runs in a compiled kernel over the graph's
+search (pst's compiled op, or cKDTree or faiss), the merging runs in a compiled kernel over the graph's
 edges (a heap of inter-cluster distances updated lazily, Kruskal for single linkage). With
 the same graph, the clusters are scikit-learn's, for every linkage, with ``n_clusters`` or
 ``distance_threshold``.
@@ -29,6 +29,7 @@ from sklearn.base import BaseEstimator, ClusterMixin
 from sklearn.utils.validation import check_array
 
 from pst._interrupt import interruptible_ops as ops  # every op call stops on Ctrl-C
+from pst._threads import capped_threads
 from pst.cluster._knn import KNN_BACKENDS, knn_graph
 from pst._checks import check_points, check_scalar, is_tensor_like
 from pst.cluster._common import check_feature_names, to_numpy
@@ -44,6 +45,7 @@ LINKAGES = ("ward", "complete", "average", "single")
 MAX_COMPONENTS = 2000
 
 KDTREE_COMPONENTS = 64  # up to this many components, nearest pairs from one kd-tree per component
+_PING_PONG = 3  # alternating nearest-point queries for a first pair of two components
 _BLOCK_ELEMENTS = 1 << 22  # distance-matrix elements per block when completing the graph
 
 
@@ -104,21 +106,40 @@ def _component_links(x: torch.Tensor, comp: torch.Tensor, n_comp: int) -> tuple[
 
 
 def _component_links_kdtree(x, comp, n_comp):
-    """One kd-tree per component; each point of component i asks the trees of components j < i
-    for its nearest point there (exact, float64)."""
+    """One kd-tree per component. For components j < i: a first pair by alternating nearest-point
+    queries between the two trees (from the point of i nearest to j's mean); its distance ``ub``
+    bounds the closest pair's. Then the points of i that can lie within ``ub`` of j (by j's
+    bounding box and by the ball about j's mean holding all of j) ask j's tree for their nearest
+    point within ``ub`` (exact, float64; ties to the first such point of i)."""
     from scipy.spatial import cKDTree  # noqa: PLC0415
 
     xn = x.numpy()
     members = [np.flatnonzero(comp.numpy() == c) for c in range(n_comp)]
-    trees = [cKDTree(xn[m]) for m in members]
-    workers = max(1, torch.get_num_threads())
+    pts = [xn[m] for m in members]
+    trees = [cKDTree(p) for p in pts]
+    means = [p.mean(0) for p in pts]
+    radii = [float(np.sqrt(((p - m) ** 2).sum(1)).max()) for p, m in zip(pts, means)]
+    lo = [p.min(0) for p in pts]
+    hi = [p.max(0) for p in pts]
     out_a, out_b = [], []
     for i in range(1, n_comp):
-        q = xn[members[i]]
+        q = pts[i]
         for j in range(i):
-            dist, nn = trees[j].query(q, k=1, workers=workers)
-            r = int(np.argmin(dist))
-            out_a.append(int(members[i][r]))
+            to_mean = np.sqrt(((q - means[j]) ** 2).sum(1))
+            a = int(np.argmin(to_mean))
+            for _ in range(_PING_PONG):
+                _, b = trees[j].query(q[a], k=1)
+                _, a = trees[i].query(pts[j][b], k=1)
+            ub = float(np.sqrt(((q[a] - pts[j][b]) ** 2).sum()))
+            # lower bounds of every point's distance to j, loosened against rounding
+            gap = np.maximum(np.maximum(lo[j] - q, q - hi[j]), 0.0)
+            slack = 1e-9 * (ub + radii[j] + to_mean)
+            cand = np.flatnonzero((to_mean - radii[j] <= ub + slack) & (np.sqrt((gap * gap).sum(1)) <= ub + slack))
+            # (the tree compares squared distances: a bound above 0 even when squared)
+            bound = max(ub * (1.0 + 1e-9), 1e-150)
+            dist, nn = trees[j].query(q[cand], k=1, distance_upper_bound=bound)
+            r = int(np.argmin(dist))  # finite: the first pair's point a is a candidate
+            out_a.append(int(members[i][cand[r]]))
             out_b.append(int(members[j][nn[r]]))
     return torch.tensor(out_a, dtype=torch.long), torch.tensor(out_b, dtype=torch.long)
 
@@ -307,7 +328,7 @@ def agglomerative(
             ``f(X numpy [n, d]) -> [n, n] matrix``, or an [n, n] (scipy sparse, numpy, torch)
             matrix whose non-zeros are the edges.
         n_neighbors: neighbours per point of the kNN graph.
-        knn_backend: "auto" | "faiss" | "pst", see :func:`pst.cluster._knn.knn_graph`.
+        knn_backend: "auto" | "pst" | "kdtree" | "faiss", see :func:`pst.cluster._knn.knn_graph`.
 
     Returns:
         labels [n] int64 on X's device, clusters numbered 0..K-1 in the order of their first point.
@@ -317,9 +338,10 @@ def agglomerative(
     sequential): the ops ``agglomerative_tree`` / ``agglomerative_labels`` are registered for
     CUDA tensors too, and copy them to the host and the results back.
     """
-    tree, x = _agglomerative_tree(X, n_clusters=n_clusters, distance_threshold=distance_threshold,
-                                  linkage=linkage, connectivity=connectivity, n_neighbors=n_neighbors,
-                                  knn_backend=knn_backend)
+    with capped_threads():
+        tree, x = _agglomerative_tree(X, n_clusters=n_clusters, distance_threshold=distance_threshold,
+                                      linkage=linkage, connectivity=connectivity, n_neighbors=n_neighbors,
+                                      knn_backend=knn_backend)
     return tree.labels.to(x.device)
 
 
@@ -331,8 +353,8 @@ class AgglomerativeClustering(ClusterMixin, BaseEstimator):
 
     :class:`sklearn.cluster.AgglomerativeClustering` with ``connectivity=kneighbors_graph(X,
     n_neighbors)`` and the same results for the same graph, in memory and time linear in the
-    number of graph edges (the graph itself is an exact brute-force kNN search, faiss or
-    pst's compiled op). See :func:`agglomerative` for the parameters.
+    number of graph edges (the graph itself is an exact kNN search: pst's compiled op, a
+    kd-tree in up to 16 dimensions, or scipy's cKDTree or faiss on request). See :func:`agglomerative` for the parameters.
 
     Attributes:
         labels_: [n] int64 numpy array.
@@ -367,9 +389,11 @@ class AgglomerativeClustering(ClusterMixin, BaseEstimator):
 
     def fit(self, X, y=None):
         """Cluster X ([n, d], numpy, torch or DLPack array or DataFrame, n >= 2). Returns self."""
-        tree, x = _agglomerative_tree(X, n_clusters=self.n_clusters, distance_threshold=self.distance_threshold,
-                                      linkage=self.linkage, connectivity=self.connectivity,
-                                      n_neighbors=self.n_neighbors, knn_backend=self.knn_backend)
+        with capped_threads():
+            tree, x = _agglomerative_tree(X, n_clusters=self.n_clusters,
+                                          distance_threshold=self.distance_threshold, linkage=self.linkage,
+                                          connectivity=self.connectivity, n_neighbors=self.n_neighbors,
+                                          knn_backend=self.knn_backend)
         check_feature_names(self, X, reset=True)
         self.n_features_in_ = x.shape[1]
         self.n_leaves_ = x.shape[0]

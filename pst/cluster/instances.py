@@ -13,6 +13,7 @@ from typing import Any, Sequence
 import torch
 
 from pst._interrupt import interruptible_ops as ops  # every op call stops on Ctrl-C
+from pst._threads import thread_capped
 from pst._trusted import trusted_inputs
 from pst._checks import check_bandwidth, check_scalar, check_tensor
 from pst.cluster._common import offsets_from_counts
@@ -24,6 +25,7 @@ __all__ = ["METHODS", "cluster_instances", "sample_anchors"]
 METHODS = ("meanshift", "meanshift++", "agglomerative")
 
 
+@thread_capped
 def sample_anchors(
     objectness: Any,
     mask: Any,
@@ -74,6 +76,7 @@ def sample_anchors(
     return out[0] if squeeze else out
 
 
+@thread_capped
 def cluster_instances(
     embeddings: Any,
     semantic: Any,

@@ -19,6 +19,7 @@ from sklearn.utils.validation import check_is_fitted
 
 from pst._interrupt import interruptible_ops as ops  # every op call stops on Ctrl-C
 from pst._checks import as_tensor, check_bandwidth, check_points, check_scalar
+from pst._threads import capped_threads, thread_capped
 from pst.cluster._common import check_feature_names, result_dtype, single_segment, to_numpy
 
 log = logging.getLogger(__name__)
@@ -240,9 +241,11 @@ def mean_shift(
     Returns:
         (centers [K, d] X's float dtype, labels [n] int64, n_iter), on X's device.
     """
-    return _mean_shift(check_points(X, "X"), bandwidth=bandwidth, seeds=seeds, bin_seeding=bin_seeding,
-                       min_bin_freq=min_bin_freq, cluster_all=cluster_all, max_iter=max_iter,
-                       merge_distance=merge_distance, progress=progress)
+    x = check_points(X, "X")
+    with capped_threads():
+        return _mean_shift(x, bandwidth=bandwidth, seeds=seeds, bin_seeding=bin_seeding, min_bin_freq=min_bin_freq,
+                           cluster_all=cluster_all, max_iter=max_iter, merge_distance=merge_distance,
+                           progress=progress)
 
 
 def _warn_many_seeds(n_seeds: int, n: int, bandwidth: float) -> None:
@@ -396,10 +399,11 @@ class MeanShift(_ClusterBase):
     def fit(self, X, y=None):
         """Cluster ``X`` ([n, d] array or DataFrame). Returns self."""
         x, dtype = self._prepare(X)
-        centers, labels, n_iter = _mean_shift(
-            x, bandwidth=self.bandwidth, seeds=self.seeds, bin_seeding=self.bin_seeding,
-            min_bin_freq=self.min_bin_freq, cluster_all=self.cluster_all, max_iter=self.max_iter,
-            merge_distance=self.merge_distance, progress=self.progress)
+        with capped_threads():
+            centers, labels, n_iter = _mean_shift(
+                x, bandwidth=self.bandwidth, seeds=self.seeds, bin_seeding=self.bin_seeding,
+                min_bin_freq=self.min_bin_freq, cluster_all=self.cluster_all, max_iter=self.max_iter,
+                merge_distance=self.merge_distance, progress=self.progress)
         self.cluster_centers_ = to_numpy(centers).astype(dtype, copy=False)
         self.labels_ = to_numpy(labels)
         self.n_iter_ = n_iter
@@ -409,6 +413,7 @@ class MeanShift(_ClusterBase):
 # ----------------------------------------------------------------------------- MeanShift++
 
 
+@thread_capped
 def grid_mean_shift(
     X: Any,
     *,
@@ -506,8 +511,9 @@ class MeanShiftPP(_ClusterBase):
                     raise ValueError("estimate_bandwidth gave 0 (all points equal?): pass bandwidth explicitly")
             cell = check_bandwidth(bw) / (2.5 if x.shape[1] <= 3 else 1.25)
         cell = check_bandwidth(cell, "cell_size")
-        centers, labels, n_iter = grid_mean_shift(x, bandwidth=cell, max_iter=self.max_iter, tol=self.tol,
-                                                  merge_distance=self.merge_distance)
+        with capped_threads():
+            centers, labels, n_iter = grid_mean_shift(x, bandwidth=cell, max_iter=self.max_iter, tol=self.tol,
+                                                      merge_distance=self.merge_distance)
         self.cluster_centers_ = to_numpy(centers).astype(dtype, copy=False)
         self.labels_ = to_numpy(labels)
         self.n_iter_ = n_iter
