@@ -289,61 +289,57 @@ struct TaskScan {
 };
 
 // The one pass over the input: rows split into tasks (each inside one image, at least ~64k
-// pixels, at most 2 per thread) that run in one parallel region; one hash look-up per run
-// of a new id.
+// pixels, at most 8 per thread) that threads take one at a time (a thread held up by another
+// process leaves the rest to the others); one hash look-up per run of a new id.
 template <typename T>
 std::vector<TaskScan> scan_instances(const T* pin, int64_t bsz, int64_t h, int64_t w, int64_t& per_image) {
   per_image = std::max<int64_t>(1, std::min<int64_t>(std::min<int64_t>(h, (h * w) >> 16),
-                                                     (2 * at::get_num_threads() + bsz - 1) / bsz));
+                                                     (8 * at::get_num_threads() + bsz - 1) / bsz));
   std::vector<TaskScan> tasks(bsz * per_image);
-  at::parallel_for(0, bsz * per_image, 1, [&](int64_t t0, int64_t t1) {
-    for (int64_t t = t0; t < t1; ++t) {
-      const int64_t b = t / per_image, c = t % per_image;
-      const T* img = pin + b * h * w;
-      TaskScan& ts = tasks[t];
-      int64_t last_id = 0;
-      int32_t slot = -1;
-      for (int64_t y = c * h / per_image; y < (c + 1) * h / per_image; ++y) {
-        const T* row = img + y * w;
-        int64_t x = 0;
-        while (x < w) {
-          const T v = row[x];
-          const int64_t x0 = x;
-          x = skip_equal<T>(row, x + 1, w, v);
-          if (v == 0) continue;
-          if (v < 0) {
-            ts.negative = true;
-            continue;
-          }
-          const int64_t id = static_cast<int64_t>(v);
-          if (slot < 0 || id != last_id) {
-            auto [it, fresh] = ts.slot_of.try_emplace(id, static_cast<int32_t>(ts.ids.size()));
-            if (fresh) {
-              ts.ids.push_back(id);
-              ts.boxes.push_back(Box{y, y, x0, x - 1});
-            }
-            slot = it->second;
-            last_id = id;
-          }
-          Box& bx = ts.boxes[slot];
-          bx.y1 = y;  // rows come in order
-          bx.x0 = std::min(bx.x0, x0);
-          bx.x1 = std::max(bx.x1, x - 1);
-          ts.runs.push_back(RunRec{static_cast<int32_t>(y), static_cast<int32_t>(x0), static_cast<int32_t>(x), slot});
+  cpu::dynamic_for(bsz * per_image, 1, [&](int64_t t) {
+    const int64_t b = t / per_image, c = t % per_image;
+    const T* img = pin + b * h * w;
+    TaskScan& ts = tasks[t];
+    int64_t last_id = 0;
+    int32_t slot = -1;
+    for (int64_t y = c * h / per_image; y < (c + 1) * h / per_image; ++y) {
+      const T* row = img + y * w;
+      int64_t x = 0;
+      while (x < w) {
+        const T v = row[x];
+        const int64_t x0 = x;
+        x = skip_equal<T>(row, x + 1, w, v);
+        if (v == 0) continue;
+        if (v < 0) {
+          ts.negative = true;
+          continue;
         }
+        const int64_t id = static_cast<int64_t>(v);
+        if (slot < 0 || id != last_id) {
+          auto [it, fresh] = ts.slot_of.try_emplace(id, static_cast<int32_t>(ts.ids.size()));
+          if (fresh) {
+            ts.ids.push_back(id);
+            ts.boxes.push_back(Box{y, y, x0, x - 1});
+          }
+          slot = it->second;
+          last_id = id;
+        }
+        Box& bx = ts.boxes[slot];
+        bx.y1 = y;  // rows come in order
+        bx.x0 = std::min(bx.x0, x0);
+        bx.x1 = std::max(bx.x1, x - 1);
+        ts.runs.push_back(RunRec{static_cast<int32_t>(y), static_cast<int32_t>(x0), static_cast<int32_t>(x), slot});
       }
     }
   });
   return tasks;
 }
 
+// Refines the bsz images of pin into pout (zero on entry). Its three steps each run in parallel
+// when called outside a parallel region, and serially inside one.
 template <typename T>
-void refine_typed(const at::Tensor& inst, at::Tensor& out, const Params& p) {
-  const int64_t bsz = inst.size(0), h = inst.size(1), w = inst.size(2);
-  const T* pin = inst.data_ptr<T>();
-  T* pout = out.data_ptr<T>();
-  const std::vector<Rect> open_rects = element_rects(p.open_r, p.disk);
-  const std::vector<Rect> close_rects = element_rects(p.close_r, p.disk);
+void refine_images(const T* pin, T* pout, int64_t bsz, int64_t h, int64_t w, const Params& p,
+                   const std::vector<Rect>& open_rects, const std::vector<Rect>& close_rects) {
   const int64_t margin = std::max(p.open_r, 2 * p.close_r);
 
   // 1. instances (items, by image and then id), their crops and runs
@@ -473,6 +469,24 @@ void refine_typed(const at::Tensor& inst, at::Tensor& out, const Params& p) {
       }
     }
   });
+}
+
+// With at least as many images as threads, each thread takes whole images (one parallel
+// region: no thread waits at a barrier between the steps for one that another process holds
+// up); otherwise the steps of the batch run in parallel one after the other.
+template <typename T>
+void refine_typed(const at::Tensor& inst, at::Tensor& out, const Params& p) {
+  const int64_t bsz = inst.size(0), h = inst.size(1), w = inst.size(2);
+  const T* pin = inst.data_ptr<T>();
+  T* pout = out.data_ptr<T>();
+  const std::vector<Rect> open_rects = element_rects(p.open_r, p.disk);
+  const std::vector<Rect> close_rects = element_rects(p.close_r, p.disk);
+  if (bsz > 1 && bsz >= at::get_num_threads())
+    cpu::dynamic_for(bsz, 1, [&](int64_t b) {
+      refine_images<T>(pin + b * h * w, pout + b * h * w, 1, h, w, p, open_rects, close_rects);
+    });
+  else
+    refine_images<T>(pin, pout, bsz, h, w, p, open_rects, close_rects);
 }
 
 at::Tensor morph_refine_cpu(const at::Tensor& instances, int64_t open_radius, int64_t close_radius, bool disk,
