@@ -12,8 +12,8 @@
 //    Instances run in parallel, largest first; each keeps one byte per crop pixel: bit 1 = the
 //    pixel holds the instance's id, bit 0 = the refined mask holds it.
 // 3. The refined crops are pasted back, blocks of rows in parallel: each row is assembled in a
-//    line buffer, first every pixel that its own instance keeps, then the remaining pixels of
-//    each crop in ascending id order, each taken only while still free (the lowest id wins).
+//    line buffer, crops in ascending id order, a pixel taken by the first refined mask that
+//    holds it (the lowest id) unless its own instance keeps it (then it stays).
 //    Every pixel outside all crops is 0 (an instance's pixels lie in its bounding box), so the
 //    output starts as zero pages (zeroed_alloc.h) and only the stretches of the crops that hold
 //    an id are written: the output is never read, nor cleared by this kernel.
@@ -441,23 +441,25 @@ void refine_images(const T* pin, T* pout, int64_t bsz, int64_t h, int64_t w, con
         }
       if (lo >= hi) continue;
       std::fill(line + lo, line + hi, T(0));
-      for (int64_t i = image_begin[b]; i < image_begin[b + 1]; ++i) {  // kept pixels
+      // ascending ids: a pixel goes to the first (lowest) id whose refined mask holds it, and
+      // to its own id if that one keeps it (no later id can take it: it is not their pixel)
+      for (int64_t i = image_begin[b]; i < image_begin[b + 1]; ++i) {
         const Item& it = items[i];
         if (y < it.y0 || y >= it.y1) continue;
         const T id = static_cast<T>(it.id);
         const int64_t cw = it.x1 - it.x0;
         const uint8_t* m = masks.get() + it.offset + (y - it.y0) * cw;
         T* l = line + it.x0;
-        for (int64_t x = 0; x < cw; ++x) l[x] = m[x] == 3 ? id : l[x];
-      }
-      for (int64_t i = image_begin[b]; i < image_begin[b + 1]; ++i) {  // the rest, lowest id first
-        const Item& it = items[i];
-        if (y < it.y0 || y >= it.y1) continue;
-        const T id = static_cast<T>(it.id);
-        const int64_t cw = it.x1 - it.x0;
-        const uint8_t* m = masks.get() + it.offset + (y - it.y0) * cw;
-        T* l = line + it.x0;
-        for (int64_t x = 0; x < cw; ++x) l[x] = (m[x] & 1) && l[x] == 0 ? id : l[x];
+        for (int64_t x = 0; x < cw;) {
+          uint64_t eight = 1;
+          if (x + 8 <= cw) std::memcpy(&eight, m + x, 8);
+          if (eight == 0) {  // 8 pixels outside both masks
+            x += 8;
+            continue;
+          }
+          for (const int64_t e = std::min(cw, x + 8); x < e; ++x)
+            if ((m[x] & 1) && (l[x] == 0 || m[x] == 3)) l[x] = id;
+        }
       }
       for (int64_t i = image_begin[b]; i < image_begin[b + 1]; ++i) {
         const Item& it = items[i];
