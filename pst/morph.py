@@ -134,9 +134,12 @@ def refine(
         connectivity: 4 or 8, of the components (holes use the complementary one).
 
     Returns:
-        Tensor of ``instances``' shape, dtype and device: the refined map. Costs
-        O(pixels + sum of crop areas) for squares and O(crop area * r) for disks, where a
-        crop is an instance's bounding box grown by ``max(open_radius, 2 * close_radius)``.
+        Tensor of ``instances``' shape, dtype and device: the refined map. Costs one pass
+        over the pixels plus, per instance, O(crop area * log r) for squares and
+        O(crop area * q * log r) for disks (q <= r + 1: the disk's distinct row half-widths),
+        where a crop is an instance's bounding box grown by
+        ``max(open_radius, 2 * close_radius)``. On the CPU the output's pages outside the
+        instances are left to the operating system's zero pages (never written).
     """
     x, squeeze = check_map(instances, "instances")
     check_integer(x, "instances", dtypes=INT_DTYPES)

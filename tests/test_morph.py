@@ -153,6 +153,36 @@ def test_refine_benchmark_setting(shape):
     assert np.array_equal(ours, refine_reference(maps, backend="opencv", crop=True, **params))
 
 
+@pytest.mark.parametrize("shape", ["square", "disk"])
+def test_refine_every_radius(shape):
+    # each radius gives the disk another set of row half-widths (the kernel splits it into rectangles)
+    for name in ("synthetic", "blocky2", "border_frame_and_holes"):
+        m = MAPS[name]
+        x = torch.from_numpy(m)
+        for r in list(range(1, 14)) + [17, 25]:
+            for params in (dict(open_radius=r), dict(close_radius=r)):
+                ours = pm.refine(x, shape=shape, **params).numpy()
+                ref = refine_reference(m, backend="opencv", shape=shape, **params)
+                assert np.array_equal(ours, ref), (name, params, int((ours != ref).sum()))
+
+
+def test_refine_large_output_is_an_ordinary_tensor():
+    # 1 x 768 x 1024 int64 = 6 MiB: the output's memory comes from the zero-page path with huge pages
+    maps = make_instance_maps(1, 768, 1024, 12, seed=5)
+    params = dict(open_radius=1, close_radius=2, shape="disk", fill_holes=True, min_size=16)
+    out = pm.refine(torch.from_numpy(maps), **params)
+    ref = torch.from_numpy(refine_reference(maps, backend="opencv", crop=True, **params))
+    assert torch.equal(out, ref)  # (no .numpy() here: torch forbids resizing a tensor shared with numpy)
+    assert out.is_contiguous() and out.dtype == torch.int64 and out.shape == maps.shape
+    out[0, 0, 0] = 123  # writable
+    assert out[0, 0, 0] == 123
+    out.resize_(2, 768, 1024)  # resizable: the first map is kept
+    assert torch.equal(out[0, 1:], ref[0, 1:])
+    out[1] = 7
+    assert (out[1] == 7).all()
+    assert out.sum().item() >= 7 * 768 * 1024
+
+
 def test_conflict_rule_closing():
     # the closings of a (horizontal pair) and b (vertical pair) both cover the centre pixel,
     # which is background: it goes to the lower id, whichever instance that is
