@@ -1,14 +1,12 @@
-"""Reference implementations of pst.morph for the tests: :func:`pst.morph.refine` as a Python
-loop over instances with OpenCV or scipy.ndimage (full-size masks, or bounding-box crops), and
-a canonical numbering of label images.
+"""The test oracle of pst.morph: :func:`pst.morph.refine` by its definition, one instance at a
+time on full-size masks with scipy.ndimage, and a canonical numbering of label images.
 
-The test oracles live here, apart from the package: ``pst bench morph`` times loops of the
-same kind as its peers, and may change them for speed; these stay as plain as they are.
+It is kept plain and apart from the package. ``pst bench morph`` has its own loops (OpenCV on
+full masks and on crops, scipy), which are its peers and are tuned for speed; tests that check
+those peers against pst import them from ``pst.bench.morph`` by name.
 """
 
 from __future__ import annotations
-
-from typing import Any
 
 import numpy as np
 import scipy.ndimage as ndi
@@ -18,132 +16,54 @@ import pst.morph as pm
 __all__ = ["refine_reference", "canonical"]
 
 
-def _element(radius: int, shape: str) -> np.ndarray:
-    return pm.structuring_element(radius, shape).numpy().astype(np.uint8)
+def refine_reference(instances: np.ndarray, *, open_radius: int = 0, close_radius: int = 0, shape: str = "square",
+                     fill_holes: bool = False, min_size: int = 0, largest_component: bool = False,
+                     connectivity: int = 8) -> np.ndarray:
+    """``pst.morph.refine(instances, ...)`` for integer numpy ``[H, W]`` or ``[B, H, W]``.
 
-
-def _refine_mask_opencv(mask: np.ndarray, p: dict[str, Any]) -> np.ndarray:
-    import cv2
-
-    m = mask.astype(np.uint8)
-    if p["open_radius"] > 0:
-        m = cv2.morphologyEx(m, cv2.MORPH_OPEN, _element(p["open_radius"], p["shape"]))
-    if p["close_radius"] > 0:
-        m = cv2.morphologyEx(m, cv2.MORPH_CLOSE, _element(p["close_radius"], p["shape"]))
-    if p["fill_holes"]:
-        n, lab = cv2.connectedComponents(1 - m, connectivity=12 - p["connectivity"])
-        outside = np.zeros(n, bool)
-        for edge in (lab[0], lab[-1], lab[:, 0], lab[:, -1]):
-            outside[edge] = True
-        outside[0] = True  # label 0 = the mask itself
-        m[~outside[lab]] = 1
-    if p["min_size"] > 0 or p["largest_component"]:
-        n, lab, stats, _ = cv2.connectedComponentsWithStats(m, connectivity=p["connectivity"])
-        area = stats[:, cv2.CC_STAT_AREA].astype(np.int64)
-        keep = area >= p["min_size"]
-        keep[0] = False
-        if p["largest_component"] and keep.any():
-            best = np.flatnonzero(keep & (area == area[keep].max()))
-            if len(best) > 1:  # ties: the component whose first pixel comes first
-                labels, first = np.unique(lab.ravel(), return_index=True)
-                pos = dict(zip(labels.tolist(), first.tolist()))
-                best = [min(best.tolist(), key=pos.__getitem__)]
-            keep[:] = False
-            keep[best[0]] = True
-        m = keep[lab].astype(np.uint8)
-    return m.astype(bool)
-
-
-def _refine_mask_scipy(mask: np.ndarray, p: dict[str, Any]) -> np.ndarray:
-    m = mask.astype(bool)
-    four = ndi.generate_binary_structure(2, 1)
-    eight = ndi.generate_binary_structure(2, 2)
-    fg = eight if p["connectivity"] == 8 else four
-    bg = four if p["connectivity"] == 8 else eight
-    # OpenCV's border: outside pixels are ignored, i.e. 1 for an erosion, 0 for a dilation
-    if p["open_radius"] > 0:
-        se = _element(p["open_radius"], p["shape"]).astype(bool)
-        m = ndi.binary_dilation(ndi.binary_erosion(m, se, border_value=1), se, border_value=0)
-    if p["close_radius"] > 0:
-        se = _element(p["close_radius"], p["shape"]).astype(bool)
-        m = ndi.binary_erosion(ndi.binary_dilation(m, se, border_value=0), se, border_value=1)
-    if p["fill_holes"]:
-        m = ndi.binary_fill_holes(m, structure=bg)
-    if p["min_size"] > 0 or p["largest_component"]:
-        lab, n = ndi.label(m, structure=fg)
-        area = np.bincount(lab.ravel(), minlength=n + 1)
-        keep = area >= p["min_size"]
-        keep[0] = False
-        if p["largest_component"] and keep.any():
-            best = int(np.argmax(np.where(keep, area, -1)))  # scipy numbers in raster order
-            keep[:] = False
-            keep[best] = True
-        m = keep[lab]
-    return m
-
-
-def _margin(p: dict[str, Any]) -> int:
-    return max(p["open_radius"], 2 * p["close_radius"])
-
-
-def _paste(instances: np.ndarray, refined: list[tuple[int, tuple[slice, slice], np.ndarray]]) -> np.ndarray:
-    """pst's conflict rule: a pixel its own instance keeps stays; the rest go to the lowest id."""
+    Each instance's mask goes through the steps in order (pixels outside the image never count:
+    an erosion sees them set, a dilation unset, as OpenCV's default border does); then every
+    pixel that its own instance keeps stays, and a pixel claimed only by other instances goes
+    to the lowest id among them.
+    """
+    kw = dict(open_radius=open_radius, close_radius=close_radius, shape=shape, fill_holes=fill_holes,
+              min_size=min_size, largest_component=largest_component, connectivity=connectivity)
+    if instances.ndim == 3:
+        return np.stack([refine_reference(x, **kw) for x in instances]) if len(instances) else instances.copy()
+    steps = [("erode", open_radius), ("dilate", open_radius)] if open_radius > 0 else []
+    steps += [("dilate", close_radius), ("erode", close_radius)] if close_radius > 0 else []
+    objects = ndi.generate_binary_structure(2, 2 if connectivity == 8 else 1)
+    background = ndi.generate_binary_structure(2, 1 if connectivity == 8 else 2)
+    kept: dict[int, np.ndarray] = {}
+    for k in sorted(int(v) for v in np.unique(instances) if v != 0):
+        m = instances == k
+        for op, r in steps:
+            se = pm.structuring_element(r, shape).numpy().astype(bool)
+            m = ndi.binary_erosion(m, se, border_value=1) if op == "erode" else ndi.binary_dilation(m, se)
+        if fill_holes:
+            m = ndi.binary_fill_holes(m, structure=background)
+        if min_size > 0 or largest_component:
+            lab, n = ndi.label(m, structure=objects)
+            size = np.bincount(lab.ravel(), minlength=n + 1)
+            size[0] = 0
+            ok = size >= max(min_size, 1)
+            if largest_component and ok.any():  # ties: the first in raster order (scipy's numbering)
+                ok = np.arange(n + 1) == int(np.argmax(np.where(ok, size, -1)))
+            m = ok[lab]
+        kept[k] = m
     out = np.zeros_like(instances)
-    for k, sl, r in refined:
-        region = out[sl]
-        region[r & (instances[sl] == k)] = k
-    for k, sl, r in sorted(refined, key=lambda t: t[0]):
-        region = out[sl]
-        region[r & (region == 0)] = k
+    for k, m in kept.items():
+        out[m & (instances == k)] = k
+    for k, m in kept.items():  # ascending ids: the lowest claims first
+        out[m & (out == 0)] = k
     return out
 
 
-def refine_reference(instances: np.ndarray, *, backend: str = "opencv", crop: bool = False, open_radius: int = 0,
-                     close_radius: int = 0, shape: str = "square", fill_holes: bool = False, min_size: int = 0,
-                     largest_component: bool = False, connectivity: int = 8) -> np.ndarray:
-    """:func:`pst.morph.refine` as a Python loop over instances with OpenCV or scipy.ndimage.
-
-    Args:
-        instances: integer numpy ``[H, W]`` or ``[B, H, W]``.
-        backend: ``"opencv"`` or ``"scipy"``.
-        crop: process each instance on its bounding box grown by
-            ``max(open_radius, 2 * close_radius)`` instead of the full image.
-
-    Returns:
-        numpy array of ``instances``' shape and dtype.
-    """
-    p = dict(open_radius=open_radius, close_radius=close_radius, shape=shape, fill_holes=fill_holes,
-             min_size=min_size, largest_component=largest_component, connectivity=connectivity)
-    if instances.ndim == 3:
-        return np.stack([refine_reference(x, backend=backend, crop=crop, **p) for x in instances]) \
-            if len(instances) else instances.copy()
-    fn = {"opencv": _refine_mask_opencv, "scipy": _refine_mask_scipy}[backend]
-    h, w = instances.shape
-    refined = []
-    if crop:
-        objs = ndi.find_objects(instances.astype(np.int64)) if instances.size and instances.max() > 0 else []
-        mg = _margin(p)
-        for i, sl in enumerate(objs):
-            if sl is None:
-                continue
-            ys, xs = sl
-            sl = (slice(max(0, ys.start - mg), min(h, ys.stop + mg)), slice(max(0, xs.start - mg), min(w, xs.stop + mg)))
-            refined.append((i + 1, sl, fn(instances[sl] == i + 1, p)))
-    else:
-        full = (slice(0, h), slice(0, w))
-        for k in np.unique(instances):
-            if k != 0:
-                refined.append((int(k), full, fn(instances == k, p)))
-    return _paste(instances, refined)
-
-
 def canonical(labels: np.ndarray) -> np.ndarray:
-    """Relabels a label image (0 = background) so components are numbered 1..n in raster order
-    of their first pixel: two labellings of the same partition become equal."""
+    """``labels`` (0 = background) renumbered 1..n in the raster order of each label's first
+    pixel: two labellings of one partition become equal."""
     flat = labels.ravel()
-    ids, first = np.unique(flat, return_index=True)
-    fg = ids != 0
-    order = np.argsort(first[fg], kind="stable")
-    lut = np.zeros(ids.shape[0], np.int64)
-    lut[np.flatnonzero(fg)[order]] = np.arange(1, fg.sum() + 1)
-    return lut[np.searchsorted(ids, flat)].reshape(labels.shape)
+    values, first = np.unique(flat, return_index=True)
+    by_first = [int(v) for _, v in sorted(zip(first.tolist(), values.tolist())) if v != 0]
+    new = {v: i + 1 for i, v in enumerate(by_first)}
+    return np.array([new.get(int(v), 0) for v in flat], dtype=np.int64).reshape(labels.shape)

@@ -18,7 +18,7 @@ issue 13 (refine >= 3x opencv-crop, labelling >= 1.5x the best peer) are marked 
 compare like with like on a noisy machine. Writes ``morph.json`` and ``morph.md`` into
 ``--out`` (default ``benchmarks/results``).
 
-The tests keep their own copy of these loops as references (tests/_reference_morph.py).
+The tests have their own oracle (tests/_reference_morph.py) and check these peers against pst.
 """
 
 from __future__ import annotations
