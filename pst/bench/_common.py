@@ -26,13 +26,14 @@ def _git(*args: str) -> str | None:
 
 
 def git_commit() -> str:
-    """Short hash of the commit pst runs from, with ``+dirty`` when tracked files differ from
-    it; "" when pst does not run from a git checkout."""
+    """Short hash of the commit pst runs from, with ``+dirty`` when tracked files other than
+    benchmark results differ from it; "" when pst does not run from a git checkout."""
     top = _git("rev-parse", "--show-toplevel")
     if not top or Path(top).resolve() != _SOURCE_ROOT:
         return ""
     commit = _git("rev-parse", "--short", "HEAD") or ""
-    dirty = _git("status", "--porcelain", "--untracked-files=no")
+    # a benchmark run rewrites benchmarks/results/: results of one run are not a code change
+    dirty = _git("status", "--porcelain", "--untracked-files=no", "--", ".", ":(exclude)benchmarks/results")
     return f"{commit}+dirty" if commit and dirty else commit
 
 
