@@ -114,3 +114,19 @@ def _cuda_call(fn: Callable[[], Any]) -> tuple[float, Any]:
     end.record()
     end.synchronize()
     return start.elapsed_time(end) * 1e-3, out
+
+
+def write_results(out_dir: str | os.PathLike, stem: str, data: dict[str, Any], markdown: str) -> tuple[Path, Path]:
+    """``<out_dir>/<stem>.json`` and ``<stem>.md``, each written atomically (the folder is made
+    when missing); returns both paths, after logging them."""
+    import logging
+
+    from pst.io import write_json, write_text
+
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    paths = out / f"{stem}.json", out / f"{stem}.md"
+    write_json(paths[0], data)
+    write_text(paths[1], markdown)
+    logging.getLogger(__name__).info("wrote %s and %s", *paths)
+    return paths

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import argparse
 import logging
-from pathlib import Path
 from typing import Any, Callable
 
 import numpy as np
@@ -25,8 +24,7 @@ from tqdm import tqdm
 
 import pst
 import pst.cluster as pc
-from pst.bench._common import machine, time_calls
-from pst.io import atomic_open, write_json
+from pst.bench._common import machine, time_calls, write_results
 
 log = logging.getLogger(__name__)
 
@@ -248,12 +246,8 @@ def main(argv: list[str] | None = None) -> int:
         log.info("%s", {k: v for k, v in row.items() if not k.endswith("_runs")})
         rows.append(row)
     inst = None if args.quick else instance_case(args.repeat)
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    write_json(out / f"{stem}.json", {"machine": info, "quantile": QUANTILE, "rows": rows, "cluster_instances": inst})
-    with atomic_open(out / f"{stem}.md", "w") as f:
-        f.write(markdown(rows, inst, info))
-    log.info("wrote %s and %s", out / f"{stem}.json", out / f"{stem}.md")
+    write_results(args.out, stem, {"machine": info, "quantile": QUANTILE, "rows": rows, "cluster_instances": inst},
+                  markdown(rows, inst, info))
     return 0
 
 

@@ -32,17 +32,15 @@ import statistics
 import subprocess
 import sys
 import time
-from pathlib import Path
 from typing import Any, Callable
 
 import torch
 
 import pst.cluster as pc
 import pst.morph as pm
-from pst.bench._common import machine, time_calls
+from pst.bench._common import machine, time_calls, write_results
 from pst.bench.cluster import QUANTILE, THING_CLASSES, blobs, instance_frame
 from pst.bench.morph import make_instance_maps
-from pst.io import atomic_open, write_json
 
 log = logging.getLogger(__name__)
 
@@ -192,13 +190,9 @@ def main(argv: list[str] | None = None) -> int:
             load.wait(timeout=30)
     finally:
         torch.set_num_threads(default_threads)
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
     stem = "contention" if args.only is None else "contention_only"
-    write_json(out / f"{stem}.json", {"machine": info, "target": TARGET, "idle": idle, "busy": busy})
-    with atomic_open(out / f"{stem}.md", "w") as f:
-        f.write(markdown(info, idle, busy))
-    log.info("wrote %s and %s", out / f"{stem}.json", out / f"{stem}.md")
+    write_results(args.out, stem, {"machine": info, "target": TARGET, "idle": idle, "busy": busy},
+                  markdown(info, idle, busy))
     return 0
 
 

@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import argparse
 import logging
-from pathlib import Path
 from typing import Any, Callable
 
 import numpy as np
@@ -34,8 +33,7 @@ import scipy.ndimage as ndi
 import torch
 
 import pst.morph as pm
-from pst.bench._common import Timing, dist_versions, machine, time_calls
-from pst.io import atomic_open, write_json
+from pst.bench._common import Timing, dist_versions, machine, time_calls, write_results
 
 log = logging.getLogger(__name__)
 
@@ -419,12 +417,8 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         torch.set_num_threads(default_threads)
         cv2.setNumThreads(old_cv)
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    write_json(out / "morph.json", {"machine": info, "setup": setup, "refine": refine_rows, "connected_components": ccl_rows})
-    with atomic_open(out / "morph.md", "w") as f:
-        f.write(markdown(info, setup, refine_rows, ccl_rows))
-    log.info("wrote %s and %s", out / "morph.json", out / "morph.md")
+    write_results(args.out, "morph", {"machine": info, "setup": setup, "refine": refine_rows,
+                                      "connected_components": ccl_rows}, markdown(info, setup, refine_rows, ccl_rows))
     ok = all(r.get(f"{n}_equal", True) for r in refine_rows for n in ("opencv", "opencv-crop", "scipy")) and all(
         r.get(f"{n}_equal", True) for r in ccl_rows for n in (*CCL_PEERS, "scipy"))
     return 0 if ok else 1

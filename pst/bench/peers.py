@@ -35,13 +35,11 @@ from pathlib import Path
 from typing import Any, Callable
 
 import numpy as np
-import torch
 from sklearn.metrics import adjusted_rand_score
 
 import pst.cluster as pc
-from pst.bench._common import Timing, dist_versions, machine, time_calls
+from pst.bench._common import Timing, dist_versions, machine, time_calls, write_results
 from pst.bench.cluster import DATASETS, QUANTILE
-from pst.io import atomic_open, write_json
 
 log = logging.getLogger(__name__)
 
@@ -237,13 +235,9 @@ def main(argv: list[str] | None = None) -> int:
             row = meanshiftpp_case(theirs, n_ms, d, repeat=args.repeat, budget=args.budget)
             log.info("meanshiftpp %s", {k: v for k, v in row.items() if k not in ("pst", "published")})
             mspp.append(row)
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
     stem = "peers" if args.only is None else f"peers_{args.only}"
-    write_json(out / f"{stem}.json", {"machine": info, "agglomerative": agg, "meanshiftpp": mspp})
-    with atomic_open(out / f"{stem}.md", "w") as f:
-        f.write(markdown(info, agg, mspp, src))
-    log.info("wrote %s and %s", out / f"{stem}.json", out / f"{stem}.md")
+    write_results(args.out, stem, {"machine": info, "agglomerative": agg, "meanshiftpp": mspp},
+                  markdown(info, agg, mspp, src))
     return 0
 
 
