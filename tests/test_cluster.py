@@ -204,18 +204,45 @@ def test_grid_mean_shift_high_dimensions(d):
     assert adjusted_rand_score(y, got.labels_) > 0.99
 
 
-@pytest.mark.parametrize("d", [2, 3])
-def test_mean_shift_pp_default_cell_close_to_sklearn(d):
-    """MeanShiftPP(bandwidth=bw) with its default cell: ARI against the truth within 0.05 of
-    scikit-learn's MeanShift(bandwidth=bw, bin_seeding=True) on the blobs of `pst bench cluster`
-    (overlapping at d = 2-3; with the cell = bandwidth the gap was 0.50 / 0.18)."""
-    X, y = make_blobs(n_samples=20000, n_features=d, centers=10, random_state=0)
+@pytest.mark.parametrize("d,n", [(2, 1000), (2, 20000), (3, 1000), (3, 20000)])
+def test_mean_shift_pp_default_cell_close_to_sklearn(d, n):
+    """MeanShiftPP(bandwidth=bw) with its defaults (fine cell, refined at d <= 3): ARI against
+    the truth within 0.05 of scikit-learn's MeanShift(bandwidth=bw, bin_seeding=True) on the
+    blobs of `pst bench cluster` (overlapping at d = 2-3; the grid alone gives 0.79 against 0.88
+    at d = 2, n = 1e3)."""
+    X, y = make_blobs(n_samples=n, n_features=d, centers=10, random_state=0)
     bw = pc.estimate_bandwidth(X, quantile=0.05, n_samples=5000, random_state=0)
     sk = skc.MeanShift(bandwidth=bw, bin_seeding=True).fit(X)
     got = pc.MeanShiftPP(bandwidth=bw).fit(X)
     assert got.cell_size_ == pytest.approx(bw / 2.5)
+    assert got.n_refine_iter_ > 0
     ari_sk, ari_pst = adjusted_rand_score(y, sk.labels_), adjusted_rand_score(y, got.labels_)
     assert ari_pst >= ari_sk - 0.05, (ari_pst, ari_sk)
+
+
+@pytest.mark.parametrize("d", [2, 3, 5])
+def test_mean_shift_pp_refine_is_exact_mean_shift_from_grid_modes(d):
+    """refine=True: scikit-learn's MeanShift seeded with the grid's modes gives the same
+    partition and centres."""
+    X, _ = make_blobs(n_samples=1500, n_features=d, centers=6, cluster_std=1.5, random_state=d)
+    bw = 1.8
+    grid = pc.MeanShiftPP(bandwidth=bw, refine=False).fit(X)
+    got = pc.MeanShiftPP(bandwidth=bw, refine=True).fit(X)
+    sk = skc.MeanShift(bandwidth=bw, seeds=grid.cluster_centers_).fit(X)
+    assert same_partition(got.labels_, sk.labels_)
+    np.testing.assert_allclose(got.cluster_centers_[got.labels_], sk.cluster_centers_[sk.labels_], atol=1e-6)
+    assert grid.n_refine_iter_ == 0 and got.n_refine_iter_ > 0
+
+
+def test_mean_shift_pp_refine_auto_rule():
+    """auto refines only the default cell at d <= 3; a given cell_size is the grid alone."""
+    X, _ = make_blobs(n_samples=600, n_features=2, centers=4, random_state=1)
+    assert pc.MeanShiftPP(bandwidth=1.0).fit(X).n_refine_iter_ > 0
+    assert pc.MeanShiftPP(cell_size=0.4).fit(X).n_refine_iter_ == 0
+    X4, _ = make_blobs(n_samples=600, n_features=4, centers=4, random_state=1)
+    assert pc.MeanShiftPP(bandwidth=1.0).fit(X4).n_refine_iter_ == 0
+    with pytest.raises(ValueError, match="refine should be True, False or 'auto', got 'yes'"):
+        pc.MeanShiftPP(bandwidth=1.0, refine="yes").fit(X)
 
 
 def test_grid_mean_shift_segments_equal_separate_calls():

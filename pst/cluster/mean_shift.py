@@ -483,39 +483,58 @@ class MeanShiftPP(_ClusterBase):
         max_iter: at most this many passes.
         tol: stop when no point moves more than this (default 1e-3 * the cell side).
         merge_distance: optional "mean-shift+" merge of cluster centres.
+        refine: climb from the grid's modes with exact flat-kernel mean shift of radius
+            ``bandwidth`` (:func:`mean_shift` with them as seeds: modes within ``bandwidth``
+            of a more populated one are dropped, every point takes its nearest mode).
+            ``"auto"`` (default): at d <= 3 when ``cell_size`` is None. There the fine
+            default cell leaves many small modes and joins blobs that overlap; refined, the
+            blobs of ``pst bench cluster`` reach scikit-learn's ARI against the truth (d = 2:
+            0.79-0.84 -> 0.87-0.89 at n = 1e3-1e6 against its 0.88). It costs one radius
+            query per mode and step (n = 1e6, d = 2: 0.02 -> 0.3 s). ``False``: the grid
+            algorithm alone, as published.
 
     Attributes: ``cluster_centers_`` [K, d] (dtype as :class:`MeanShift`'s), ``labels_`` [n],
-    ``n_iter_``, ``cell_size_``, ``n_features_in_``, ``feature_names_in_`` (after fitting a
-    DataFrame). Ctrl-C stops a fit within a fraction of a second (KeyboardInterrupt).
+    ``n_iter_`` (grid passes), ``n_refine_iter_`` (steps of the refinement, 0 without it),
+    ``cell_size_``, ``n_features_in_``, ``feature_names_in_`` (after fitting a DataFrame).
+    Ctrl-C stops a fit within a fraction of a second (KeyboardInterrupt).
     """
 
     def __init__(self, *, bandwidth: float | None = None, cell_size: float | None = None, max_iter: int = 300,
-                 tol: float | None = None, merge_distance: float | None = None):
+                 tol: float | None = None, merge_distance: float | None = None, refine: bool | str = "auto"):
         self.bandwidth = bandwidth
         self.cell_size = cell_size
         self.max_iter = max_iter
         self.tol = tol
         self.merge_distance = merge_distance
+        self.refine = refine
 
     def fit(self, X, y=None):
         """Cluster ``X`` ([n, d] array or DataFrame). Returns self."""
         x, dtype = self._prepare(X)
-        cell = self.cell_size
+        if not (isinstance(self.refine, bool) or self.refine == "auto"):
+            raise ValueError(f"refine should be True, False or 'auto', got {self.refine!r}")
+        cell, bw = self.cell_size, self.bandwidth
+        refine = self.refine if isinstance(self.refine, bool) else (cell is None and x.shape[1] <= 3)
+        if bw is None and (cell is None or refine):
+            if x.shape[0] < 2:
+                raise ValueError("bandwidth=None cannot be estimated from n_samples=1: pass a bandwidth")
+            bw = estimate_bandwidth(x, n_samples=min(x.shape[0], 10000))
+            if bw <= 0:
+                raise ValueError("estimate_bandwidth gave 0 (all points equal?): pass bandwidth explicitly")
         if cell is None:
-            bw = self.bandwidth
-            if bw is None:
-                if x.shape[0] < 2:
-                    raise ValueError("bandwidth=None cannot be estimated from n_samples=1: pass a bandwidth")
-                bw = estimate_bandwidth(x, n_samples=min(x.shape[0], 10000))
-                if bw <= 0:
-                    raise ValueError("estimate_bandwidth gave 0 (all points equal?): pass bandwidth explicitly")
             cell = check_bandwidth(bw) / (2.5 if x.shape[1] <= 3 else 1.25)
         cell = check_bandwidth(cell, "cell_size")
+        n_refine = 0
         with capped_threads():
             centers, labels, n_iter = grid_mean_shift(x, bandwidth=cell, max_iter=self.max_iter, tol=self.tol,
-                                                      merge_distance=self.merge_distance)
+                                                      merge_distance=None if refine else self.merge_distance)
+            if refine:
+                centers, labels, n_refine = _mean_shift(
+                    x, bandwidth=bw, seeds=centers, bin_seeding=False, min_bin_freq=1, cluster_all=True,
+                    max_iter=self.max_iter, merge_distance=self.merge_distance)
         self.cluster_centers_ = to_numpy(centers).astype(dtype, copy=False)
         self.labels_ = to_numpy(labels)
         self.n_iter_ = n_iter
+        self.n_refine_iter_ = n_refine
         self.cell_size_ = float(cell)
         return self
