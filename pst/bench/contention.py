@@ -45,7 +45,8 @@ from pst.bench.morph import make_instance_maps
 log = logging.getLogger(__name__)
 
 TARGET = 1.2
-SAMPLE_S = 0.2  # under the load, a sample lasts at least this long (s)
+SAMPLE_S = 0.5  # under the load, a sample lasts at least this long (s): longer samples average more of the
+                # scheduler's time slices (at 0.2 s identical 1-thread samples differed by up to 1.9x)
 
 # The load: matrix products on every core, until killed.
 LOAD = """
@@ -167,7 +168,7 @@ def markdown(info: dict[str, Any], idle: dict[str, dict[str, dict[str, Any]]],
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="pst bench contention", description=__doc__.split("\n\n")[0])
     p.add_argument("--out", default="benchmarks/results", help="output folder (default: benchmarks/results)")
-    p.add_argument("--repeat", type=int, default=7, help="timed runs per op and setting (default: 7)")
+    p.add_argument("--repeat", type=int, default=9, help="timed runs per op and setting (default: 9)")
     p.add_argument("--quick", action="store_true", help="small inputs (a smoke run)")
     p.add_argument("--only", default=None, help="only the ops whose name contains this text")
     args = p.parse_args(argv)
