@@ -204,9 +204,11 @@ class LoopConfig:
     steps: int = 600
     checkpoint_every: int = 100
     log_every: int = 20
+    threads: int = 0  # CPU threads of this stage (0: the run's ``threads``)
 
     def validate(self, key: str) -> None:
         _check_range(f"{key}.steps", self.steps, 0)
+        _check_range(f"{key}.threads", self.threads, 0)
         _check_range(f"{key}.checkpoint_every", self.checkpoint_every, 1)
         _check_range(f"{key}.log_every", self.log_every, 1)
 
@@ -253,6 +255,9 @@ class InstancePseudoConfig:
         _check_range(f"{key}.max_iter", self.max_iter, 1)
 
 
+# selftrain.align: teacher probabilities as they come, or aligned to the source labels' class
+# frequencies (distribution alignment, pst.train.pseudo.semantic_pseudo_labels)
+ALIGN_POLICIES = ("off", "source")
 # selftrain.mix: no mixing, or paste half of a source image's classes / its thing classes (pst.train.mixing)
 MIX_POLICIES = ("off", "half", "things")
 
@@ -282,6 +287,7 @@ class SelfTrainConfig(OptimizerConfig, LoopConfig):
     prior_beta: float = 1e-3
     confidence_weight: bool = True
     thing_objectness: float = 0.0  # thing pixels of the semantic pseudo-labels whose teacher objectness is below: ignored
+    align: str = "off"  # "source": the teacher's class distribution aligned to the source labels' before thresholds
     mix: str = "off"  # cross-domain class mixing (DACS): "half" of a source image's classes or its "things" pasted on the target
     instances: InstancePseudoConfig = field(default_factory=InstancePseudoConfig)
     bn_recalibrate: int = 0  # after the last step: BatchNorm statistics from this many target images (0: off)
@@ -301,6 +307,8 @@ class SelfTrainConfig(OptimizerConfig, LoopConfig):
         _check_range(f"{key}.consistency_anchors", self.consistency_anchors, 1)
         _check_range(f"{key}.bn_recalibrate", self.bn_recalibrate, 0)
         _check_range(f"{key}.thing_objectness", self.thing_objectness, 0.0, 1.0)
+        if self.align not in ALIGN_POLICIES:
+            raise ValueError(f"{key}.align should be one of {', '.join(ALIGN_POLICIES)}, got {self.align!r}")
         if self.mix not in MIX_POLICIES:
             raise ValueError(f"{key}.mix should be one of {', '.join(MIX_POLICIES)}, got {self.mix!r}")
         if len(self.view_zoom) != 2 or not 0 < self.view_zoom[0] <= self.view_zoom[1] <= 1:
@@ -314,6 +322,7 @@ class EvalConfig:
 
     stuff_area: int = 64
     thing_area: int = 16
+    min_score: float = 0.0  # instances scored (mean objectness x semantic confidence) below this are dropped
     n_overlays: int = 4
     batch_size: int = 8
     instances: Optional[InstancePseudoConfig] = None  # None: the self-training settings
@@ -321,6 +330,7 @@ class EvalConfig:
     def validate(self, key: str) -> None:
         _check_range(f"{key}.stuff_area", self.stuff_area, 0)
         _check_range(f"{key}.thing_area", self.thing_area, 0)
+        _check_range(f"{key}.min_score", self.min_score, 0.0, 1.0)
         _check_range(f"{key}.n_overlays", self.n_overlays, 0)
         _check_range(f"{key}.batch_size", self.batch_size, 1)
         if self.instances is not None:
@@ -459,6 +469,8 @@ def _convert(value: Any, tp, key: str) -> Any:
             raise TypeError(f"{key} should be float, got {value!r} ({type(value).__name__})")
         return _finite(float(value), key)
     if tp is str:
+        if isinstance(value, bool):  # YAML 1.1 reads a bare off / on (no / yes) as a boolean
+            return "on" if value else "off"
         if not isinstance(value, str):
             raise TypeError(f"{key} should be str, got {value!r} ({type(value).__name__})")
         return value
@@ -652,11 +664,13 @@ RESUME_RULES: tuple[tuple[str, str, tuple[str, ...], str], ...] = (
     ("source.steps", "allow", (), "how long to train (the schedule follows the new length)"),
     ("source.checkpoint_every", "allow", (), "checkpoint frequency"),
     ("source.log_every", "allow", (), "logging frequency"),
+    ("source.threads", "allow", (), "CPU threads"),
     ("source.*", "refuse", ("source", "oracle"), "the optimiser and its schedule"),
     ("selftrain.steps", "allow", (), "how long to train (the schedule follows the new length)"),
     ("selftrain.eval_every", "allow", (), "evaluation frequency"),
     ("selftrain.checkpoint_every", "allow", (), "checkpoint frequency"),
     ("selftrain.log_every", "allow", (), "logging frequency"),
+    ("selftrain.threads", "allow", (), "CPU threads"),
     ("selftrain.*", "refuse", ("selftrain",), "the self-training recipe (teacher, pseudo-labels, losses)"),
     ("eval.*", "allow", (), "evaluation only"),
 )

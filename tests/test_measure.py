@@ -94,6 +94,45 @@ def test_predict_and_evaluate_with_cc_instances():
         assert all(row[k] is None or 0.0 <= row[k] <= 1.0 for k in ("PQ", "SQ", "RQ", "IoU", "AP"))
 
 
+class _LabelNet(torch.nn.Module):
+    """Logits that make a given semantic map the prediction, with a random confidence per pixel."""
+
+    def __init__(self, semantic: torch.Tensor, num_classes: int):
+        super().__init__()
+        g = torch.Generator().manual_seed(0)
+        onehot = torch.nn.functional.one_hot(semantic.clamp(0, num_classes - 1), num_classes).permute(0, 3, 1, 2)
+        self.logits = onehot.float() * (0.5 + 4 * torch.rand(semantic.shape, generator=g)[:, None])
+
+    def forward(self, images, keys=()):
+        return {"logits": self.logits}
+
+
+def test_predict_drops_instances_below_eval_min_score():
+    """eval.min_score: the panoptic map is the fusion with the instances scored below it dropped."""
+    from pst.panoptic import fuse
+    from pst.train.data import build_dataset
+    from pst.train.evaluate import predict
+
+    cfg = tiny_config("data.target_val.n=2", "eval.thing_area=0")
+    ds = build_dataset(cfg.data.target_val, cfg.space, cfg.data.size)
+    images = torch.stack([ds[i]["image"] for i in range(2)])
+    net = _LabelNet(torch.stack([ds[i]["semantic"] for i in range(2)]), TOY.num_classes)
+    p = predict(net, images, cfg, instances="cc")
+    cut = float(p.scores[p.scores > 0].median())
+    q = predict(net, images, tiny_config("data.target_val.n=2", "eval.thing_area=0", f"eval.min_score={cut}"),
+                instances="cc")
+    assert torch.equal(q.instances, p.instances)
+    kept = [sorted(int(v) % 1000 for v in q.panoptic[b].unique() if v >= 0 and v % 1000) for b in range(2)]
+    expect = [sorted(k + 1 for k in range(p.scores.shape[1]) if float(p.scores[b, k]) >= cut
+                     and bool((p.instances[b] == k + 1).any())) for b in range(2)]
+    assert kept == expect and 0 < sum(map(len, kept)) < sum(len(p.instances[b].unique()) - 1 for b in range(2))
+    ref = fuse(p.semantic, p.instances, thing_ids=TOY.thing_ids, num_classes=TOY.num_classes, thing_area=0,
+               stuff_area=cfg.eval.stuff_area, scores=p.scores, min_score=cut)
+    assert torch.equal(q.panoptic, ref)
+    with pytest.raises(ValueError, match="eval.min_score"):
+        tiny_config("eval.min_score=1.5")
+
+
 # --------------------------------------------------------------------------- AP minimum region
 
 

@@ -186,6 +186,62 @@ def test_semantic_pseudo_labels_threshold_and_ignore():
     torch.testing.assert_close(prior.chi, probs.mean(dim=(0, 2, 3)))
 
 
+def test_class_prior_from_labels_counts_labelled_pixels():
+    labels = torch.tensor([[[0, 1, 1, IGNORE], [2, 2, 2, 2]], [[1, IGNORE, IGNORE, 0], [0, 0, 2, 1]]])
+    p = ClassPrior(4, momentum=0.5)
+    counts = [sum(int(v == c) for v in labels.flatten().tolist()) for c in range(4)]
+    freq = torch.tensor(counts, dtype=torch.float32) / sum(counts)
+    torch.testing.assert_close(p.update_labels(labels), freq)
+    second = torch.full((1, 2, 2), 3)
+    torch.testing.assert_close(p.update_labels(second), 0.5 * freq + 0.5 * torch.tensor([0.0, 0, 0, 1]))
+    before = p.chi.clone()
+    assert torch.equal(p.update_labels(torch.full((1, 2, 2), IGNORE)), before)  # nothing labelled: unchanged
+    with pytest.raises(ValueError, match=r"labels should be \[B, H, W\], got \(2, 2\)"):
+        p.update_labels(torch.zeros(2, 2, dtype=torch.long))
+
+
+def test_semantic_pseudo_labels_aligned_to_a_class_distribution():
+    """align_to: probabilities times align_to / chi, renormalised, before argmax and thresholds."""
+    C, H, W = 3, 4, 6
+    g = torch.Generator().manual_seed(0)
+    logits = torch.randn(2, C, H, W, generator=g)
+    logits[:, 2] += 1.0  # class 2 is over-predicted
+    teacher = _FixedTeacher(logits)
+    src = torch.tensor([0.5, 0.4, 0.1])
+    prior = ClassPrior(C)
+    sp = semantic_pseudo_labels(teacher, torch.rand(2, 3, H, W), prior, SemanticPseudoSettings(n_views=1),
+                                align_to=src)
+    probs = torch.softmax(logits, 1)
+    chi = probs.mean(dim=(0, 2, 3))
+    torch.testing.assert_close(prior.chi, chi)  # the prior sees the raw probabilities
+    aligned = torch.empty_like(probs)
+    for b in range(2):
+        for y in range(H):
+            for x in range(W):
+                v = [float(probs[b, c, y, x]) * float(src[c]) / float(chi[c]) for c in range(C)]
+                aligned[b, :, y, x] = torch.tensor(v) / sum(v)
+    torch.testing.assert_close(sp.probs, aligned)
+    conf, arg = aligned.max(1)
+    tau = class_thresholds(conf, arg, chi)
+    expect = torch.where(conf >= tau.gather(1, arg.view(2, -1)).view(2, H, W), arg, torch.full_like(arg, IGNORE))
+    assert torch.equal(sp.labels, expect)
+    assert (sp.argmax == 2).sum() < (probs.argmax(1) == 2).sum()  # the over-predicted class gave pixels up
+    with pytest.raises(ValueError, match="align_to needs the teacher's class prior"):
+        semantic_pseudo_labels(teacher, torch.rand(2, 3, H, W), None, SemanticPseudoSettings(n_views=1), align_to=src)
+    with pytest.raises(ValueError, match=r"align_to should be \[3\] class frequencies, got \(2,\)"):
+        semantic_pseudo_labels(teacher, torch.rand(2, 3, H, W), ClassPrior(C), SemanticPseudoSettings(n_views=1),
+                               align_to=src[:2])
+
+
+def test_align_config_checked():
+    from pst.config import load_config
+
+    assert load_config("toy", ["selftrain.align=source"]).selftrain.align == "source"
+    assert load_config("toy", ["selftrain.align=off", "selftrain.mix=off"]).selftrain.align == "off"  # YAML: False
+    with pytest.raises(ValueError, match="selftrain.align should be one of off, source, got 'target'"):
+        load_config("toy", ["selftrain.align=target"])
+
+
 def test_semantic_pseudo_labels_multi_view_is_consistent():
     """A teacher whose output is the same at every pixel gives the same fused output for any views."""
     C = 4
@@ -399,11 +455,12 @@ def test_source_resume_equals_uninterrupted(tmp_path):
     assert train_supervised(cfg, tmp_path / "cut", resume=True, progress=False) == resumed
 
 
-def test_selftrain_resume_equals_uninterrupted(tmp_path):
+@pytest.mark.parametrize("align", ["off", "source"])
+def test_selftrain_resume_equals_uninterrupted(tmp_path, align):
     from pst.train.selftrain import self_train
     from pst.train.source import train_supervised
 
-    cfg = tiny_config("source.steps=2", "selftrain.steps=3", "selftrain.eval_every=0")
+    cfg = tiny_config("source.steps=2", "selftrain.steps=3", "selftrain.eval_every=0", f"selftrain.align={align}")
     src = train_supervised(cfg, tmp_path / "src", progress=False)
     full = self_train(cfg, tmp_path / "full", init=src, progress=False)
     assert self_train(cfg, tmp_path / "cut", init=src, max_steps=1, progress=False) is None
@@ -412,8 +469,35 @@ def test_selftrain_resume_equals_uninterrupted(tmp_path):
     _assert_same_state(a["model"], b["model"])
     _assert_same_state(a["teacher"], b["teacher"])
     torch.testing.assert_close(a["extra"]["prior"]["chi"], b["extra"]["prior"]["chi"])
+    if align == "off":
+        assert a["extra"]["source_prior"] is None
+    else:  # the source labels' class frequencies, carried over the interruption
+        chi = a["extra"]["source_prior"]["chi"]
+        torch.testing.assert_close(chi, b["extra"]["source_prior"]["chi"])
+        assert float(chi.sum()) == pytest.approx(1.0) and (chi >= 0).all()
     t = a["extra"]["timing"]
     assert 0 <= t["instance_pseudo_share"] <= 1 and t["steps_timed"] == 3
+
+
+def test_stage_threads_apply_to_the_stage_only(tmp_path):
+    """selftrain.threads: torch's thread count while the stage runs, restored after it."""
+    from pst.train.selftrain import self_train
+    from pst.train.source import train_supervised
+
+    cfg = tiny_config("source.steps=1", "selftrain.steps=1", "selftrain.eval_every=0", "threads=1",
+                      "selftrain.threads=2", "selftrain.bn_recalibrate=0")
+    src = train_supervised(cfg, tmp_path / "src", progress=False)
+    before = torch.get_num_threads()
+    seen = []
+    try:
+        torch.set_num_threads(1)
+        self_train(cfg, tmp_path / "st", init=src, progress=False,
+                   on_finish=lambda net, teacher: seen.append(torch.get_num_threads()))
+        assert seen == [2] and torch.get_num_threads() == 1
+    finally:
+        torch.set_num_threads(before)
+    with pytest.raises(ValueError, match="selftrain.threads"):
+        tiny_config("selftrain.threads=-1")
 
 
 def test_seed_changes_weights(tmp_path):

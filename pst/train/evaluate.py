@@ -121,7 +121,9 @@ def predict(net, images: torch.Tensor, cfg, *, mode: str | None = None, seed: in
     else:
         instances, inst_scores = embedding_instances(out["instance"], net.groups, keys, sem, conf, icfg, seed=seed)
     pan = fuse(sem, instances, thing_ids=space.thing_ids, num_classes=space.num_classes,
-               thing_area=cfg.eval.thing_area, stuff_area=cfg.eval.stuff_area)
+               thing_area=cfg.eval.thing_area, stuff_area=cfg.eval.stuff_area,
+               scores=inst_scores if cfg.eval.min_score > 0 else None,
+               min_score=cfg.eval.min_score if cfg.eval.min_score > 0 else None)
     return Prediction(sem, conf, instances, inst_scores, pan)
 
 

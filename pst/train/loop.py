@@ -170,6 +170,16 @@ class Stage:
         self.log.info("%s: done, %d steps in %.0fs -> %s", self.name, steps, seconds, final)
 
 
+@contextlib.contextmanager
+def _threads_restored() -> Iterator[None]:
+    """torch's CPU thread count as it was before (a stage may set its own, ``<stage>.threads``)."""
+    before = torch.get_num_threads()
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
 class TrainLoop:
     """Runs a :class:`Stage` in the run folder ``out_dir`` (see the module docstring)."""
 
@@ -187,12 +197,13 @@ class TrainLoop:
 
         ``require``: the keys the stage's ``last.pt`` must hold to be resumed.
         ``on_finish(net, teacher)`` is called on every process at the end."""
-        with hold_run_folder(self.out_dir):
+        with hold_run_folder(self.out_dir), _threads_restored():
             if resume and self.final.is_file():  # kept as it is, if it fits the config
                 check_config(load_checkpoint(self.final), self.cfg, self.final, stage=self.name)
                 self.log.info("%s: finished already (%s)", self.name, self.final)
                 return self.final
-            rt = setup_runtime(self.cfg, device)
+            loop_cfg = self.cfg.selftrain if self.name == "selftrain" else self.cfg.source
+            rt = setup_runtime(self.cfg, device, threads=loop_cfg.threads)
             state = None
             if resume and self.last.is_file():
                 state = load_checkpoint(self.last, map_location=rt.device, require=require)

@@ -7,6 +7,10 @@ frame and averaged (``warp_back``). Per image and class c the threshold is
 ``tau_c = max(0.2, 0.75 * peak_c * (1 - exp(-chi_c / beta)))`` with ``peak_c`` the
 highest confidence among pixels predicted c and ``chi_c`` an EMA (0.99) of the mean
 teacher probability of c (:class:`ClassPrior`, beta = 1e-3); pixels under it are ignored.
+With ``align_to`` (distribution alignment, Berthelot et al. 2020, ReMixMatch), the fused
+probabilities are first multiplied by ``align_to_c / chi_c`` and renormalised: a class the
+teacher predicts on the target far more often than it occurs in the source (the source labels'
+EMA frequency, :meth:`ClassPrior.update_labels`) loses the pixels where it barely wins.
 
 Instance: the teacher's embeddings are clustered inside the thing masks of the semantic
 pseudo-label (:func:`pst.cluster.cluster_instances`, objectness anchors), then cleaned
@@ -56,6 +60,24 @@ class ClassPrior:
             self.chi = mean.clone()
         else:
             self.chi = self.momentum * self.chi.to(mean.device) + (1.0 - self.momentum) * mean
+        return self.chi
+
+    @torch.no_grad()
+    def update_labels(self, labels: torch.Tensor, ignore_index: int = IGNORE) -> torch.Tensor | None:
+        """Update with the class frequencies of a label map [B, H, W] (pixels equal to
+        ``ignore_index`` not counted). Returns chi, unchanged when no pixel is labelled."""
+        if labels.dim() != 3:
+            raise ValueError(f"labels should be [B, H, W], got {tuple(labels.shape)}")
+        lab = labels[(labels != ignore_index) & (labels >= 0) & (labels < self.num_classes)]
+        counts = torch.bincount(lab.long(), minlength=self.num_classes).float()
+        counts = all_reduce_mean(torch.cat([counts, counts.sum().reshape(1)]))
+        if float(counts[-1]) == 0:
+            return self.chi
+        freq = counts[:-1] / counts[-1]
+        if self.chi is None:
+            self.chi = freq.clone()
+        else:
+            self.chi = self.momentum * self.chi.to(freq.device) + (1.0 - self.momentum) * freq
         return self.chi
 
     def state_dict(self) -> dict:
@@ -121,7 +143,8 @@ class SemanticPseudoSettings:
 @torch.no_grad()
 def semantic_pseudo_labels(teacher, images: torch.Tensor, prior: ClassPrior | None,
                            settings: SemanticPseudoSettings = SemanticPseudoSettings(), *,
-                           generator: torch.Generator | None = None, update_prior: bool = True) -> SemanticPseudo:
+                           generator: torch.Generator | None = None, update_prior: bool = True,
+                           align_to: torch.Tensor | None = None) -> SemanticPseudo:
     """Multi-view fused, class-wise thresholded semantic pseudo-labels.
 
     Args:
@@ -131,6 +154,9 @@ def semantic_pseudo_labels(teacher, images: torch.Tensor, prior: ClassPrior | No
             prior, the exp factor is 1).
         settings: views and thresholds (:class:`SemanticPseudoSettings`).
         generator: draws the views' zoom windows and flips.
+        align_to: optional [C] class distribution (the source labels' frequencies) that the
+            teacher's is aligned to: probabilities times ``align_to / prior.chi``, renormalised
+            (needs ``prior``). ``probs`` of the result are then the aligned ones.
     """
     if not isinstance(settings, SemanticPseudoSettings):
         raise TypeError(f"settings should be a SemanticPseudoSettings, got {type(settings).__name__}")
@@ -145,13 +171,21 @@ def semantic_pseudo_labels(teacher, images: torch.Tensor, prior: ClassPrior | No
     else:
         probs = torch.softmax(teacher(images).float(), dim=1)
     probs = probs / probs.sum(dim=1, keepdim=True).clamp_min(1e-12)
-    conf, arg = probs.max(dim=1)
     if prior is not None and update_prior:
         chi = prior.update(probs)
     elif prior is not None and prior.chi is not None:
         chi = prior.chi
     else:
         chi = torch.ones(probs.shape[1], device=probs.device)
+    if align_to is not None:
+        if prior is None:
+            raise ValueError("align_to needs the teacher's class prior (prior=None given)")
+        if align_to.shape != (probs.shape[1],):
+            raise ValueError(f"align_to should be [{probs.shape[1]}] class frequencies, got {tuple(align_to.shape)}")
+        ratio = align_to.to(probs) / chi.to(probs).clamp_min(1e-6)
+        probs = probs * ratio[None, :, None, None]
+        probs = probs / probs.sum(dim=1, keepdim=True).clamp_min(1e-12)
+    conf, arg = probs.max(dim=1)
     tau = class_thresholds(conf, arg, chi.to(probs.device), minimum=minimum, scale=scale, beta=beta)
     keep = conf >= tau.gather(1, arg.reshape(B, -1)).view(B, H, W)
     labels = torch.where(keep, arg, torch.full_like(arg, IGNORE))

@@ -40,16 +40,17 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-def setup_runtime(cfg, device: str | torch.device | None = None) -> Runtime:
+def setup_runtime(cfg, device: str | torch.device | None = None, *, threads: int = 0) -> Runtime:
     """Resolve the device (``cfg.device`` unless given), join torchrun's process group if
-    there is one, set torch threads and determinism, seed everything."""
+    there is one, set torch threads (``threads``, else ``cfg.threads``; 0: as they are) and
+    determinism, seed everything."""
     import os
 
     local = int(os.environ.get("LOCAL_RANK", "0"))
     dev = torch.device(device) if device is not None else resolve_device(cfg.device, local)
     info = init_from_env(dev)
-    if cfg.threads:
-        torch.set_num_threads(cfg.threads)
+    if threads or cfg.threads:
+        torch.set_num_threads(threads or cfg.threads)
     if cfg.deterministic:
         # Exact repeatability. With 2+ CPU threads, runs of the default toy config drifted apart
         # after about 100 steps until deterministic algorithms were requested (warn_only: ops

@@ -115,6 +115,8 @@ class SelfTrainStage(Stage):
         self.net.load_state_dict(init_state["model"])
         self.teacher = make_teacher(self.net)
         self.prior = ClassPrior(space.num_classes, momentum=st.prior_momentum)
+        # the source labels' class frequencies, which the teacher's are aligned to (selftrain.align)
+        self.source_prior = ClassPrior(space.num_classes, momentum=st.prior_momentum) if st.align == "source" else None
         self.semantic_settings = SemanticPseudoSettings.from_config(st)
         self.thing_ids = [c for _, ids in self.net.groups.values() for c in ids]
         self.setup_optimizer()
@@ -143,7 +145,9 @@ class SelfTrainStage(Stage):
         # --- teacher: semantic pseudo-labels (multi-view, class-wise thresholds)
         with autocast_for(rt.device, rt.amp):
             with w("semantic_pseudo"):
-                sp = semantic_pseudo_labels(teacher.semantic, t_img, prior, self.semantic_settings, generator=g)
+                align_to = None if self.source_prior is None else self.source_prior.update_labels(s_sem)
+                sp = semantic_pseudo_labels(teacher.semantic, t_img, prior, self.semantic_settings, generator=g,
+                                            align_to=align_to)
             with w("teacher_instance"), torch.no_grad():
                 tout = teacher(t_img, semantic=False)["instance"]
         # --- instance pseudo-labels, every iteration
@@ -229,12 +233,15 @@ class SelfTrainStage(Stage):
                 "semantic_pseudo_share": per["semantic_pseudo"] / it}
 
     def extra(self) -> dict:
-        return {"prior": self.prior.state_dict(), "history": self.history, "curve": self.curve,
+        return {"prior": self.prior.state_dict(),
+                "source_prior": None if self.source_prior is None else self.source_prior.state_dict(), "history": self.history, "curve": self.curve,
                 "pseudo_quality": self.pseudo_quality, "timing_sum": self.watch.sums,
                 "timed_steps": self.watch.steps, "timing": self.summary(), "init": str(self.init)}
 
     def load_extra(self, extra: dict) -> None:
         self.prior.load_state_dict(extra["prior"])
+        if self.source_prior is not None and extra.get("source_prior") is not None:
+            self.source_prior.load_state_dict(extra["source_prior"])
         self.curve = list(extra.get("curve", []))
         self.pseudo_quality = list(extra.get("pseudo_quality", []))
         self.watch.sums = dict(extra.get("timing_sum", self.watch.sums))
