@@ -9,8 +9,9 @@ cores, like a training job beside the clustering) keeps all cores busy. Under th
 Target (issue 13): on the busy machine an op with 2 threads is never slower than the same op
 with 1 thread by more than 1.2x. Reported per op: the ratio of the medians (busy 2 / busy 1),
 the ratio of the slowest samples (the tails), and, for information, the worst ratio of a
-2-thread run to the 1-thread run just before it. The idle columns are for information too;
-busy / idle cannot reach 1 (the op gets a share of the cores).
+2-thread run to the 1-thread run just before it. A control sample (1 thread again, in every round)
+gives the same ratios between two identical settings: the noise floor of the load. The idle
+columns are for information too; busy / idle cannot reach 1 (the op gets a share of the cores).
 
 Ops, at the sizes the self-training pipeline uses: ``cluster_instances`` (mean shift,
 MeanShift++ and agglomerative) on a synthetic 8x256x512 embedding frame with 30 instances,
@@ -104,12 +105,14 @@ def measure(fns: dict[str, Callable[[], Any]], threads: int, repeat: int) -> dic
 
 
 def measure_pairs(fns: dict[str, Callable[[], Any]], repeat: int) -> dict[str, dict[str, Any]]:
-    """Per op: a warm-up with each thread count, then ``repeat`` pairs of samples (1 thread, then
-    2). A sample is the mean of enough back-to-back calls to last about SAMPLE_S, so that one
-    preemption by the other processes does not decide a pair of a short op."""
+    """Per op: a warm-up with each thread count, then ``repeat`` rounds of three samples (1 thread,
+    2 threads, 1 thread again: the control). A sample is the mean of enough back-to-back calls to
+    last about SAMPLE_S, so that one preemption by the other processes does not decide a pair of a
+    short op. The control compares two identical settings: what its ratios reach is the load's
+    noise, the floor under any 2-against-1 comparison."""
     out = {}
     for name, fn in fns.items():
-        runs: dict[int, list[float]] = {1: [], 2: []}
+        runs: dict[int, list[float]] = {1: [], 2: [], -1: []}  # -1: the 1-thread control
         warm = {}
         for threads in (1, 2):
             torch.set_num_threads(threads)
@@ -118,18 +121,21 @@ def measure_pairs(fns: dict[str, Callable[[], Any]], repeat: int) -> dict[str, d
             warm[threads] = time.perf_counter() - t0
         loops = max(1, math.ceil(SAMPLE_S / max(min(warm.values()), 1e-6)))
         for _ in range(repeat):
-            for threads in (1, 2):
-                torch.set_num_threads(threads)
+            for setting in (1, 2, -1):
+                torch.set_num_threads(abs(setting))
                 t0 = time.perf_counter()
                 for _ in range(loops):
                     fn()
-                runs[threads].append((time.perf_counter() - t0) / loops)
+                runs[setting].append((time.perf_counter() - t0) / loops)
         pair = [b / a for a, b in zip(runs[1], runs[2])]
         out[name] = {"busy 1": {"s": statistics.median(runs[1]), "runs": runs[1]},
                      "busy 2": {"s": statistics.median(runs[2]), "runs": runs[2]}, "calls_per_sample": loops,
                      "ratio_median": statistics.median(runs[2]) / statistics.median(runs[1]),
                      "ratio_worst": max(pair), "ratio_runs": pair, "ratio_slowest": max(runs[2]) / max(runs[1]),
-                     "spread_busy_1": max(runs[1]) / min(runs[1])}
+                     "spread_busy_1": max(runs[1]) / min(runs[1]),
+                     "busy 1 control": {"s": statistics.median(runs[-1]), "runs": runs[-1]},
+                     "control_median": statistics.median(runs[-1]) / statistics.median(runs[1]),
+                     "control_slowest": max(runs[-1]) / max(runs[1])}
         log.info("%s, busy: 1 thread %.4f s, 2 threads %.4f s (worst pair %.2f)", name, out[name]["busy 1"]["s"],
                  out[name]["busy 2"]["s"], out[name]["ratio_worst"])
     return out
@@ -149,11 +155,13 @@ def markdown(info: dict[str, Any], idle: dict[str, dict[str, dict[str, Any]]],
            "(the slowest 2-thread sample against the slowest 1-thread one: \"never slower\" compares the tails). "
            "`worst pair`: a 2-thread sample against the 1-thread sample just before it, the largest such ratio; "
            "`busy 1 spread`: the largest over the smallest of the 1-thread samples. Both show the noise of the "
-           "load itself: identical 1-thread samples differ by as much as the worst pairs. The idle columns are "
-           "for information.", "",
+           "load itself: identical 1-thread samples differ by as much as the worst pairs. `control`: a third "
+           "sample in each round, 1 thread again, against the first: the same two ratios between two identical "
+           "settings, so what the load's noise alone reaches. The idle columns are for information.", "",
            "| op | idle 1 | idle 2 | busy 1 | busy 2 | busy 2 / busy 1, median | slowest 2 / slowest 1 | "
-           f"target <= {TARGET:g} | worst pair | busy 1 spread | idle 2 / idle 1 | busy 1 / idle 1 |",
-           "|---|---:|---:|---:|---:|---:|---:|---|---:|---:|---:|---:|"]
+           f"target <= {TARGET:g} | control, median | control, slowest | worst pair | busy 1 spread | "
+           "idle 2 / idle 1 | busy 1 / idle 1 |",
+           "|---|---:|---:|---:|---:|---:|---:|---|---:|---:|---:|---:|---:|---:|"]
     for op, b in busy.items():
         i1, i2 = idle["idle 1"][op]["s"], idle["idle 2"][op]["s"]
         b1, b2 = b["busy 1"]["s"], b["busy 2"]["s"]
@@ -161,7 +169,7 @@ def markdown(info: dict[str, Any], idle: dict[str, dict[str, dict[str, Any]]],
         met = b["ratio_median"] <= TARGET and slowest <= TARGET
         out.append(f"| {op} | {i1 * 1e3:.1f} | {i2 * 1e3:.1f} | {b1 * 1e3:.1f} | {b2 * 1e3:.1f} | "
                    f"{b['ratio_median']:.2f} | {slowest:.2f} | {'met' if met else 'NOT met'} | "
-                   f"{b['ratio_worst']:.2f} | {b['spread_busy_1']:.2f} | {i2 / i1:.2f} | {b1 / i1:.2f} |")
+                   f"{b['control_median']:.2f} | {b['control_slowest']:.2f} | {b['ratio_worst']:.2f} | {b['spread_busy_1']:.2f} | {i2 / i1:.2f} | {b1 / i1:.2f} |")
     return "\n".join(out) + "\n"
 
 
