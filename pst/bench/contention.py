@@ -169,7 +169,8 @@ def markdown(info: dict[str, Any], idle: dict[str, dict[str, dict[str, Any]]],
         met = b["ratio_median"] <= TARGET and slowest <= TARGET
         out.append(f"| {op} | {i1 * 1e3:.1f} | {i2 * 1e3:.1f} | {b1 * 1e3:.1f} | {b2 * 1e3:.1f} | "
                    f"{b['ratio_median']:.2f} | {slowest:.2f} | {'met' if met else 'NOT met'} | "
-                   f"{b['control_median']:.2f} | {b['control_slowest']:.2f} | {b['ratio_worst']:.2f} | {b['spread_busy_1']:.2f} | {i2 / i1:.2f} | {b1 / i1:.2f} |")
+                   f"{b['control_median']:.2f} | {b['control_slowest']:.2f} | {b['ratio_worst']:.2f} | "
+                   f"{b['spread_busy_1']:.2f} | {i2 / i1:.2f} | {b1 / i1:.2f} |")
     return "\n".join(out) + "\n"
 
 

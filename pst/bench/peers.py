@@ -197,14 +197,16 @@ def markdown(info: dict[str, Any], agg: list[dict[str, Any]], mspp: list[dict[st
             grid_s = f"{r['pst_grid']['s']:.4f}" if "pst_grid" in r else "(same)"
             grid_ari = f"{r['pst_grid']['ari_truth']:.4f}" if "pst_grid" in r else "(same)"
             if "published" not in r:
-                out.append(f"| {r['n']:.0e} | {r['d']} | {r['cell']:.3f} | {r['pst']['s']:.4f} | {grid_s} | — | — | "
+                out.append(f"| {r['n']:.0e} | {r['d']} | {r['cell']:.3f} | {r['pst']['s']:.4f} | {grid_s} | "
+                           "— | — | "
                            f"{r['pst']['ari_truth']:.4f} | {grid_ari} | — | — | "
                            f"{r.get('same_algorithm_ari', float('nan')):.4f} | "
                            f"{r['pst']['clusters']} / — | {r['pst']['n_iter']} | {r.get('note', '')} |")
                 continue
             out.append(f"| {r['n']:.0e} | {r['d']} | {r['cell']:.3f} | {r['pst']['s']:.4f} | {grid_s} | "
                        f"{r['published']['s']:.3f} | "
-                       f"{r['speedup']:.0f}x | {r['pst']['ari_truth']:.4f} | {grid_ari} | {r['published']['ari_truth']:.4f} | "
+                       f"{r['speedup']:.0f}x | {r['pst']['ari_truth']:.4f} | {grid_ari} | "
+                       f"{r['published']['ari_truth']:.4f} | "
                        f"{r['ari_pst_vs_published']:.4f} | {r['same_algorithm_ari']:.4f} | "
                        f"{r['pst']['clusters']} / {r['published']['clusters']} | {r['pst']['n_iter']} | "
                        f"{'met' if r['target_met'] else 'NOT met'} |")

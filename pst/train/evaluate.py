@@ -120,10 +120,10 @@ def predict(net, images: torch.Tensor, cfg, *, mode: str | None = None, seed: in
         instances, inst_scores = connected_instances(sem, conf, space.thing_ids, min_size=cfg.eval.thing_area)
     else:
         instances, inst_scores = embedding_instances(out["instance"], net.groups, keys, sem, conf, icfg, seed=seed)
+    min_score = cfg.eval.min_score or None  # 0: every instance kept
     pan = fuse(sem, instances, thing_ids=space.thing_ids, num_classes=space.num_classes,
                thing_area=cfg.eval.thing_area, stuff_area=cfg.eval.stuff_area,
-               scores=inst_scores if cfg.eval.min_score > 0 else None,
-               min_score=cfg.eval.min_score if cfg.eval.min_score > 0 else None)
+               scores=None if min_score is None else inst_scores, min_score=min_score)
     return Prediction(sem, conf, instances, inst_scores, pan)
 
 

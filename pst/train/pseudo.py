@@ -55,7 +55,10 @@ class ClassPrior:
         """Args: probs [B, C, H, W] softmax. Returns the updated chi [C] float32."""
         if probs.dim() != 4 or probs.shape[1] != self.num_classes:
             raise ValueError(f"probs should be [B, {self.num_classes}, H, W], got {tuple(probs.shape)}")
-        mean = all_reduce_mean(probs.float().mean(dim=(0, 2, 3)))
+        return self._blend(all_reduce_mean(probs.float().mean(dim=(0, 2, 3))))
+
+    def _blend(self, mean: torch.Tensor) -> torch.Tensor:
+        """The first update sets chi to ``mean``; later ones blend it in with the momentum."""
         if self.chi is None:
             self.chi = mean.clone()
         else:
@@ -73,12 +76,7 @@ class ClassPrior:
         counts = all_reduce_mean(torch.cat([counts, counts.sum().reshape(1)]))
         if float(counts[-1]) == 0:
             return self.chi
-        freq = counts[:-1] / counts[-1]
-        if self.chi is None:
-            self.chi = freq.clone()
-        else:
-            self.chi = self.momentum * self.chi.to(freq.device) + (1.0 - self.momentum) * freq
-        return self.chi
+        return self._blend(counts[:-1] / counts[-1])
 
     def state_dict(self) -> dict:
         return {"chi": None if self.chi is None else self.chi.cpu(), "momentum": self.momentum}

@@ -234,7 +234,8 @@ class SelfTrainStage(Stage):
 
     def extra(self) -> dict:
         return {"prior": self.prior.state_dict(),
-                "source_prior": None if self.source_prior is None else self.source_prior.state_dict(), "history": self.history, "curve": self.curve,
+                "source_prior": None if self.source_prior is None else self.source_prior.state_dict(),
+                "history": self.history, "curve": self.curve,
                 "pseudo_quality": self.pseudo_quality, "timing_sum": self.watch.sums,
                 "timed_steps": self.watch.steps, "timing": self.summary(), "init": str(self.init)}
 
