@@ -150,12 +150,17 @@ class AugmentConfig:
     color_jitter: float = 0.4
     blur_p: float = 0.2
     greyscale_p: float = 0.2
+    # hue rotated by up to this fraction of a full turn (torchvision's ColorJitter hue), on the source
+    # images (source stage, self-training's source batches) and the student's view of the target;
+    # not in the oracle stage, whose colours are the target's own and carry its labels
+    hue: float = 0.0
 
     def validate(self, key: str) -> None:
         if len(self.zoom) != 2 or not 0 < self.zoom[0] <= self.zoom[1] <= 1:
             raise ValueError(f"{key}.zoom should be [lo, hi] with 0 < lo <= hi <= 1, got {self.zoom}")
         for name in ("color_jitter", "blur_p", "greyscale_p"):
             _check_range(f"{key}.{name}", getattr(self, name), 0.0, 1.0)
+        _check_range(f"{key}.hue", self.hue, 0.0, 0.5)
 
 
 @dataclass

@@ -15,7 +15,7 @@ from torch import nn
 from pst.config import load_config
 from pst.labels import IGNORE, TOY
 from pst.train.checkpoint import find_checkpoints, load_checkpoint, save_checkpoint
-from pst.train.data import StepSampler, gt_panoptic, photometric, scale_crop, step_generator
+from pst.train.data import StepSampler, gt_panoptic, photometric, scale_crop, shift_hue, step_generator
 from pst.train.ema import ema_update, make_teacher, recalibrate_bn
 from pst.train.model import instance_groups, set_lr
 from pst.train.pseudo import (ClassPrior, SemanticPseudoSettings, class_thresholds, instance_scores,
@@ -361,6 +361,59 @@ def test_photometric_range_and_determinism():
     assert torch.equal(a, b) and a.shape == x.shape
     assert a.min() >= 0 and a.max() <= 1
     assert torch.equal(photometric(x, jitter=0, blur_p=0, greyscale_p=0, generator=step_generator(0)), x)
+
+
+def test_shift_hue_matches_colorsys():
+    import colorsys
+
+    x = torch.rand(3, 3, 5, 6)
+    x[0, :, 0, 0] = 0.5  # grey: no hue
+    x[1, :, 1, 1] = 0.0  # black
+    x[2, :, 2, 2] = torch.tensor([1.0, 0.0, 0.0])  # on a sector boundary
+    x[2, :, 3, 3] = torch.tensor([0.2, 0.9, 0.9])  # two channels at the maximum
+    shift = torch.tensor([0.1, -0.3, 0.45])
+    got = shift_hue(x, shift)
+    for b in range(3):
+        for i in range(5):
+            for j in range(6):
+                h, s, v = colorsys.rgb_to_hsv(*x[b, :, i, j].tolist())
+                want = colorsys.hsv_to_rgb((h + float(shift[b])) % 1.0, s, v)
+                assert torch.allclose(got[b, :, i, j], torch.tensor(want), atol=1e-5), (b, i, j)
+    assert torch.allclose(shift_hue(x, torch.zeros(3)), x, atol=1e-6)
+    assert torch.allclose(shift_hue(x, torch.ones(3)), x, atol=1e-5)  # a full turn
+
+
+def test_photometric_hue():
+    x = torch.rand(4, 3, 8, 8)
+    plain = photometric(x, jitter=0.4, blur_p=0.5, greyscale_p=0.5, generator=step_generator(1, 2))
+    a = photometric(x, jitter=0.4, blur_p=0.5, greyscale_p=0.5, hue=0.2, generator=step_generator(1, 2))
+    b = photometric(x, jitter=0.4, blur_p=0.5, greyscale_p=0.5, hue=0.2, generator=step_generator(1, 2))
+    assert torch.equal(a, b) and a.min() >= 0 and a.max() <= 1
+    assert not torch.allclose(a, plain)
+    # value (the channel maximum) is what a hue rotation keeps: same as without it, before blur/greyscale
+    c = photometric(x, jitter=0.0, blur_p=0.0, greyscale_p=0.0, hue=0.5, generator=step_generator(3))
+    assert torch.allclose(c.amax(dim=1), x.amax(dim=1), atol=1e-6) and not torch.allclose(c, x)
+    with pytest.raises(ValueError, match="augment.hue"):
+        load_config("toy", ["augment.hue=0.7"])
+
+
+def test_hue_in_source_stage_not_in_oracle(monkeypatch):
+    import pst.train.source as source_mod
+    from pst.train.runtime import setup_runtime
+
+    class Seen(Exception):
+        pass
+
+    def spy(*args, augment, **kwargs):  # what the step loads its batch with; the step ends there
+        raise Seen(augment.hue)
+
+    cfg = tiny_config("augment.hue=0.3")
+    monkeypatch.setattr(source_mod, "load_batch", spy)
+    rt = setup_runtime(cfg, "cpu")
+    for stage, hue in (("source", 0.3), ("oracle", 0.0)):
+        with pytest.raises(Seen) as seen:
+            source_mod.SupervisedStage(cfg, rt, stage).step(0)
+        assert seen.value.args == (hue,)
 
 
 def test_gt_panoptic_matches_loop():

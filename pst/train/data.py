@@ -146,11 +146,45 @@ def scale_crop(sample: dict, size: Sequence[int], zoom: Sequence[float], flip: b
     return out
 
 
+def shift_hue(images: torch.Tensor, shift: torch.Tensor) -> torch.Tensor:
+    """Rotate the hue of each image by ``shift`` (fractions of a full turn, one per image) in
+    HSV, keeping saturation and value (as torchvision's ``adjust_hue``).
+
+    Args:
+        images: [B, 3, H, W] float in [0, 1].
+        shift: [B] float.
+    Returns:
+        [B, 3, H, W] float in [0, 1].
+    """
+    r, g, b = images.unbind(1)
+    maxc, _ = images.max(dim=1)
+    minc, _ = images.min(dim=1)
+    delta = maxc - minc
+    safe = torch.where(delta > 0, delta, torch.ones_like(delta))
+    h = torch.where(maxc == r, ((g - b) / safe) % 6,
+                    torch.where(maxc == g, (b - r) / safe + 2, (r - g) / safe + 4)) / 6
+    h = torch.where(delta > 0, h, torch.zeros_like(h))
+    h = (h + shift.to(images.dtype).view(-1, 1, 1)) % 1.0
+    s = torch.where(maxc > 0, delta / torch.where(maxc > 0, maxc, torch.ones_like(maxc)), torch.zeros_like(maxc))
+    v = maxc
+    h6 = h * 6
+    sector = torch.floor(h6).clamp(0, 5)
+    f = h6 - sector
+    p, q, t = v * (1 - s), v * (1 - s * f), v * (1 - s * (1 - f))
+    sector = sector.long().unsqueeze(1)  # [B, 1, H, W]
+    # (r, g, b) per sector 0..5: (v,t,p) (q,v,p) (p,v,t) (p,q,v) (t,p,v) (v,p,q)
+    table = torch.stack([torch.stack(c, dim=1) for c in
+                         ((v, t, p), (q, v, p), (p, v, t), (p, q, v), (t, p, v), (v, p, q))], dim=1)  # [B,6,3,H,W]
+    return table.gather(1, sector.unsqueeze(2).expand(-1, 1, 3, -1, -1)).squeeze(1)
+
+
 def photometric(images: torch.Tensor, *, jitter: float, blur_p: float, greyscale_p: float,
-                generator: torch.Generator) -> torch.Tensor:
+                generator: torch.Generator, hue: float = 0.0) -> torch.Tensor:
     """Colour jitter (brightness, contrast, saturation, each by a factor in
-    [1 - jitter, 1 + jitter]), Gaussian blur with probability ``blur_p`` and greyscale
-    with probability ``greyscale_p``, per image.
+    [1 - jitter, 1 + jitter]; hue rotated by a shift in [-hue, hue] of a full turn,
+    :func:`shift_hue`), Gaussian blur with probability ``blur_p`` and greyscale with
+    probability ``greyscale_p``, per image. With ``hue=0`` no random number is drawn for
+    it, so earlier runs' augmentations are unchanged.
 
     Args:
         images: [B, 3, H, W] float in [0, 1].
@@ -171,6 +205,8 @@ def photometric(images: torch.Tensor, *, jitter: float, blur_p: float, greyscale
         grey = (0.299 * x[:, 0:1] + 0.587 * x[:, 1:2] + 0.114 * x[:, 2:3])
         x = (x - grey) * u(1 - jitter, 1 + jitter) + grey
         x = x.clamp(0, 1)
+    if hue > 0:
+        x = shift_hue(x, u(-hue, hue).view(B))
     if blur_p > 0:
         do = (torch.rand(B, generator=generator) < blur_p).to(dev)
         if bool(do.any()):
@@ -202,7 +238,7 @@ def load_batch(dataset, indices: list[int], *, size: Sequence[int], augment, gen
     batch = collate(samples)
     if colour:
         batch["image"] = photometric(batch["image"], jitter=augment.color_jitter, blur_p=augment.blur_p,
-                                     greyscale_p=augment.greyscale_p, generator=generator)
+                                     greyscale_p=augment.greyscale_p, hue=augment.hue, generator=generator)
     return batch
 
 

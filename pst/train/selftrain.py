@@ -166,7 +166,7 @@ class SelfTrainStage(Stage):
         # --- student on source + noisy target, one forward pass
         with w("student"):
             t_noisy = photometric(t_img, jitter=cfg.augment.color_jitter, blur_p=cfg.augment.blur_p,
-                                  greyscale_p=cfg.augment.greyscale_p, generator=g)
+                                  greyscale_p=cfg.augment.greyscale_p, hue=cfg.augment.hue, generator=g)
             t_lab, t_conf, t_ids, own = sp.labels, sp.confidence, pl_inst, None
             if st.mix != "off":  # source classes pasted on the target with their true labels (DACS)
                 mixed = cross_domain_mix(s_img, s_sem, s_inst, t_noisy, t_lab, t_conf, t_ids, policy=st.mix,

@@ -11,6 +11,7 @@ averaged after every step so that every process ends with the same weights.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from pathlib import Path
 
@@ -41,6 +42,9 @@ class SupervisedStage(Stage):
         if stage == "oracle" and not spec.has_labels:
             raise ValueError("oracle training needs a labelled target (data.target.has_labels is false)")
         self.dataset = maybe_cache(build_dataset(spec, cfg.space, cfg.data.size), cfg.data.cache, f"{stage} data")
+        # hue jitter teaches the source model not to trust synthetic colours; the oracle learns the
+        # target's own colours, which carry its labels (augment.hue)
+        self.augment = cfg.augment if stage == "source" else dataclasses.replace(cfg.augment, hue=0.0)
         self.sampler = StepSampler(len(self.dataset), cfg.data.batch_size,
                                    seed=cfg.seed + (0 if stage == "source" else 7),
                                    rank=rt.dist.rank, world_size=rt.dist.world_size)
@@ -52,7 +56,7 @@ class SupervisedStage(Stage):
     def step(self, step: int) -> dict[str, torch.Tensor]:
         cfg, rt, net = self.cfg, self.rt, self.net
         g = step_generator(cfg.seed, self.name, step, rt.dist.rank)
-        batch = load_batch(self.dataset, self.sampler.indices(step), size=cfg.data.size, augment=cfg.augment,
+        batch = load_batch(self.dataset, self.sampler.indices(step), size=cfg.data.size, augment=self.augment,
                            generator=g)
         images = batch["image"].to(rt.device, non_blocking=True)
         sem = batch["semantic"].to(rt.device)
