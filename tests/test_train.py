@@ -381,6 +381,12 @@ def test_shift_hue_matches_colorsys():
                 assert torch.allclose(got[b, :, i, j], torch.tensor(want), atol=1e-5), (b, i, j)
     assert torch.allclose(shift_hue(x, torch.zeros(3)), x, atol=1e-6)
     assert torch.allclose(shift_hue(x, torch.ones(3)), x, atol=1e-5)  # a full turn
+    with pytest.raises(ValueError, match=r"\[B, 3, H, W\] float"):
+        shift_hue(x[:, :2], shift)
+    with pytest.raises(ValueError, match=r"\[B, 3, H, W\] float"):
+        shift_hue((x * 255).to(torch.uint8), shift)
+    with pytest.raises(ValueError, match="one per image"):
+        shift_hue(x, shift[:2])
 
 
 def test_photometric_hue():

@@ -156,6 +156,10 @@ def shift_hue(images: torch.Tensor, shift: torch.Tensor) -> torch.Tensor:
     Returns:
         [B, 3, H, W] float in [0, 1].
     """
+    if images.dim() != 4 or images.shape[1] != 3 or not images.is_floating_point():
+        raise ValueError(f"images should be [B, 3, H, W] float, got {tuple(images.shape)} {images.dtype}")
+    if shift.shape != (images.shape[0],):
+        raise ValueError(f"shift should be [{images.shape[0]}] (one per image), got {tuple(shift.shape)}")
     r, g, b = images.unbind(1)
     maxc, _ = images.max(dim=1)
     minc, _ = images.min(dim=1)
