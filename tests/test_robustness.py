@@ -13,6 +13,7 @@ import signal
 import subprocess
 import sys
 import textwrap
+import time
 from pathlib import Path
 
 import pytest
@@ -97,6 +98,38 @@ def test_two_processes_on_one_folder_one_is_refused_naming_the_holder(tmp_path):
     state = load_checkpoint(out / "source.pt")
     assert state["config"]["seed"] == seed and state["step"] == (4 if seed == 0 else 5)
     assert lock_holder(out) is None  # released cleanly
+
+
+def test_refused_process_waits_for_the_holders_record(tmp_path):
+    """The holder locks the file first and writes its record just after: a process refused in
+    that gap (the file still empty, then half written) waits for the record, and names the holder."""
+    import fcntl
+    import threading
+
+    folder = tmp_path / "run"
+    folder.mkdir()
+    fd = os.open(folder / LOCK_NAME, os.O_RDWR | os.O_CREAT, 0o666)
+    fcntl.flock(fd, fcntl.LOCK_EX)  # another open file of the lock: refuses this process too
+    record = json.dumps({"pid": 4242, "host": "elsewhere", "started": "2026-01-01T00:00:00+00:00",
+                         "command": "pst train source"}).encode()
+
+    def write_late():
+        time.sleep(0.2)
+        os.pwrite(fd, record[:10], 0)  # a torn write first
+        time.sleep(0.2)
+        os.pwrite(fd, record + b"\n", 0)
+
+    writer = threading.Thread(target=write_late)
+    writer.start()
+    try:
+        with pytest.raises(RunFolderBusy, match=r"in use by another pst process \(pid 4242 on elsewhere, started "
+                                                r"2026-01-01T00:00:00\+00:00, command: pst train source\)"):
+            with hold_run_folder(folder):
+                pass
+    finally:
+        writer.join()
+        fcntl.flock(fd, fcntl.LOCK_UN)
+        os.close(fd)
 
 
 def test_stale_lock_is_taken_over_with_a_warning(tmp_path, caplog):

@@ -35,6 +35,7 @@ import os
 import shlex
 import socket
 import sys
+import time
 from pathlib import Path
 from typing import Callable, Iterator
 
@@ -123,8 +124,26 @@ def _take(folder: Path, key: str, fd: int) -> None:
     logger.debug("%s: locked by this process (%s)", folder, _describe(info))
 
 
+# A holder writes its record just after it gets the lock, so a process refused in between
+# finds the file empty or half written: it waits this long for the record before it gives up.
+_RECORD_WAIT_S = 2.0
+
+
+def _holder_record(fd: int) -> dict:
+    """The record of the process that holds ``fd``'s lock right now (``{}`` when none appears
+    within :data:`_RECORD_WAIT_S`)."""
+    deadline = time.monotonic() + _RECORD_WAIT_S
+    while True:
+        info = _read_info(fd)
+        if info is not None and "pid" in info:
+            return info
+        if time.monotonic() >= deadline:
+            return info or {}
+        time.sleep(0.01)
+
+
 def _busy(folder: Path, fd: int) -> RunFolderBusy:
-    info = _read_info(fd) or {}
+    info = _holder_record(fd)
     return RunFolderBusy(f"{folder}: in use by another pst process ({_describe(info)}); wait for it to finish or "
                          f"write into another folder (the lock is {folder / LOCK_NAME})")
 
@@ -195,7 +214,7 @@ def join_parent_hold(folder: str | os.PathLike) -> Iterator[Path]:
             _take(folder, key, fd)
             fd = None
         else:
-            info = _read_info(fd) or {}
+            info = _holder_record(fd)
             if info.get("pid") != os.getppid() or info.get("host") != socket.gethostname():
                 raise _busy(folder, fd)
             logger.debug("%s: working under the lock of the parent process %d", folder, os.getppid())
