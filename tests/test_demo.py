@@ -80,6 +80,10 @@ def test_tiny_pipeline_end_to_end(tmp_path, capsys):
     assert main(["demo", "--out", str(out), "--no-progress", "--resume", *TINY, "categories=[base,ccm]"]) == 0
     m2 = json.loads((out / "metrics.json").read_text())
     assert m2["self_trained"] == m["self_trained"] and m2["oracle"] == m["oracle"]
+    # ... and says its wall time is its own, not the demo's
+    assert m["resumed_stages"] == {"reused": [], "continued": []}
+    assert m2["resumed_stages"] == {"reused": ["source", "oracle", "selftrain"], "continued": []}
+    assert "source, oracle, selftrain finished by an earlier run" in (out / "report.md").read_text()
 
     # pseudo-labels to disk, resumable
     pl = tmp_path / "pl"

@@ -325,7 +325,8 @@ def test_bench_demo_over_seeds_ccm(tmp_path, monkeypatch):
     assert s["per_seed"]["0"]["n_val_images"] == s["per_seed"]["1"]["n_val_images"] == 2  # ... the val set is fixed
     env = s["environment"]
     assert env["torch"] == torch.__version__ and env["threads"] >= 1 and "commit" in env and env["cpu"]
-    assert set(s["wall_seconds"]["per_seed"]) == {"0", "1"}
+    assert set(s["wall_seconds"]["per_seed"]) == {"0", "1"} and s["wall_seconds"]["resumed"] == {}
+    assert s["wall_seconds"]["n"] == 2 and "on average over 2 whole run(s)" in (out / "demo_seeds.md").read_text()
     md = (out / "demo_seeds.md").read_text()
     assert "self_trained_cc" in md and "gap closed, PQ_things" in md and "Per seed" in md
 
@@ -339,3 +340,13 @@ def test_bench_demo_over_seeds_ccm(tmp_path, monkeypatch):
         bench.run_seeds("toy_ccm", [0], out, overrides=["seed=3"])
     with pytest.raises(KeyError, match="source.stepz"):
         bench.run_seeds("toy_ccm", [5], out, overrides=["source.stepz=1"])
+
+    # a seed re-evaluated from its finished checkpoints (its metrics.json removed, an eval.*
+    # key changed) is timed as what it is: evaluation only, left out of the mean wall time
+    monkeypatch.undo()
+    (out / "seed_1" / "metrics.json").unlink()
+    redo = bench.run_seeds("toy_ccm", [0, 1], out, overrides=[*SEED_RUN, "eval.min_score=0.05"])
+    assert redo["wall_seconds"]["resumed"] == {"1": {"reused": ["source", "oracle", "selftrain"], "continued": []}}
+    assert redo["wall_seconds"]["n"] == 1 and redo["wall_seconds"]["mean"] == s["wall_seconds"]["per_seed"]["0"]
+    md = (out / "demo_seeds.md").read_text()
+    assert "over 1 whole run(s)" in md and "seed 1: " in md and "finished by an earlier run" in md

@@ -69,8 +69,14 @@ def _seed_values(m: dict) -> dict[str, Any]:
         if last:
             pq[mode] = {k: last[-1].get(k) for k in QUALITY_KEYS}
     return {"rows": rows, "gap_closed": gaps, "cc_gain": gains, "pseudo_quality_last": pq,
-            "wall_seconds": m.get("wall_seconds"), "n_val_images": m.get("n_val_images"),
+            "wall_seconds": m.get("wall_seconds"), "resumed_stages": m.get("resumed_stages") or {},
+            "n_val_images": m.get("n_val_images"),
             "ap_min_region_size": m.get("ap_min_region_size")}
+
+
+def _was_resumed(v: dict) -> bool:
+    r = v.get("resumed_stages") or {}
+    return bool(r.get("reused") or r.get("continued"))
 
 
 def summarize(per_seed: dict[int, dict], *, config: str, overrides: Sequence[str] = ()) -> dict[str, Any]:
@@ -108,8 +114,10 @@ def summarize(per_seed: dict[int, dict], *, config: str, overrides: Sequence[str
         "gap_closed": over("gap_closed"),
         "cc_gain": over("cc_gain"),
         "pseudo_quality_last": over("pseudo_quality_last"),
+        # the mean and spread cover whole runs only: a resumed seed timed only what it had left
         "wall_seconds": {"per_seed": {s: v["wall_seconds"] for s, v in vals.items()},
-                         **_stats([v["wall_seconds"] for v in runs])},
+                         "resumed": {s: v["resumed_stages"] for s, v in vals.items() if _was_resumed(v)},
+                         **_stats([v["wall_seconds"] for v in runs if not _was_resumed(v)])},
         "per_seed": vals,
         "environment": machine(threads=torch.get_num_threads(), machine=platform.machine()),
     }
@@ -119,6 +127,20 @@ def _cell(st: dict | None) -> str:
     if not st or st.get("mean") is None:
         return "n/a"
     return f"{100 * st['mean']:.1f} ({100 * st['min']:.1f}–{100 * st['max']:.1f})"
+
+
+def _wall_line(w: dict) -> str:
+    """The wall-time sentence: the mean over whole runs, then every seed (a resumed seed says
+    which stages an earlier run did)."""
+    from pst.train.report import resumed_note
+
+    resumed = w.get("resumed", {})
+    per = [f"seed {k}: {v:.0f} s{resumed_note(resumed.get(k))}" for k, v in w["per_seed"].items() if v]
+    if w.get("mean") is None:
+        head = "no seed ran whole in one process, so no wall time per seed"
+    else:
+        head = f"wall time per seed {w['mean']:.0f} s on average over {w['n']} whole run(s)"
+    return f"{head} ({', '.join(per)})."
 
 
 def to_markdown(s: dict) -> str:
@@ -131,8 +153,7 @@ def to_markdown(s: dict) -> str:
              f"Held-out target images: {s['n_val_images']}; AP minimum region: {s['ap_min_region_size']} px. "
              "Values in %, as mean (min–max) over the seeds.", "",
              f"Commit {env['commit'] or '?'}, torch {env['torch']}, {env['cpu']}, {env['threads']} threads; "
-             f"wall time per seed {s['wall_seconds']['mean'] or float('nan'):.0f} s on average "
-             f"({', '.join(f'seed {k}: {v:.0f} s' for k, v in s['wall_seconds']['per_seed'].items() if v)}).", ""]
+             f"{_wall_line(s['wall_seconds'])}", ""]
     if s["overrides"]:
         lines += ["Overrides: `" + " ".join(s["overrides"]) + "`", ""]
     for mode, rows in s["metrics"].items():

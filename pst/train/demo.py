@@ -94,7 +94,9 @@ def run_demo(cfg, out_dir: str | Path, *, resume: bool = False, progress: bool =
              device: str | None = None) -> dict:
     """Run the demo pipeline into ``out_dir``; returns the metrics dict (also in
     ``out_dir/metrics.json``): ``source_only``, ``self_trained``, ``oracle`` (fractions,
-    primary category mode), ``gap_closed``, ``by_category``, ``timing``, ``wall_seconds``.
+    primary category mode), ``gap_closed``, ``by_category``, ``timing``, ``wall_seconds``
+    (this process's time: with ``resume``, ``resumed_stages`` lists the stages an earlier run
+    finished, ``reused``, or started, ``continued``).
 
     The demo process holds ``out_dir``'s lock throughout; the oracle stage's side-by-side
     process works under it (:func:`pst.train.runlock.join_parent_hold`)."""
@@ -107,6 +109,11 @@ def run_demo(cfg, out_dir: str | Path, *, resume: bool = False, progress: bool =
     oracle = cfg.oracle and cfg.data.target.has_labels
     if cfg.oracle and not oracle:
         logger.warning("no oracle: the target has no labels (data.target.has_labels is false)")
+    # what an earlier run left: then wall_seconds times this process only, not the whole demo
+    stages = ("source", "oracle", "selftrain") if oracle else ("source", "selftrain")
+    resumed = {"reused": [s for s in stages if resume and (out_dir / f"{s}.pt").is_file()],
+               "continued": [s for s in stages if resume and not (out_dir / f"{s}.pt").is_file()
+                             and (out_dir / s / "last.pt").is_file()]}
     side = _side_by_side_threads(cfg, device) if oracle else 0
     t = time.perf_counter()
     if side:
@@ -202,6 +209,7 @@ def run_demo(cfg, out_dir: str | Path, *, resume: bool = False, progress: bool =
         "timing": extra.get("timing", {}),
         "n_val_images": len(val),
         "stage_seconds": stage_s,
+        "resumed_stages": resumed,
         "checkpoints": {k: str(v) for k, v in ckpts.items()},
         "environment": {"torch": torch.__version__, "threads": torch.get_num_threads(),
                         "machine": platform.machine(), "processor": platform.processor() or platform.machine(),

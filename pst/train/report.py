@@ -157,6 +157,19 @@ def _fmt(v: Any) -> str:
     return str(v)
 
 
+def resumed_note(resumed: dict | None) -> str:
+    """``"; resumed: ..."`` when an earlier run finished or started stages (the wall time then
+    covers this process only), else ``""``."""
+    if not resumed or not (resumed.get("reused") or resumed.get("continued")):
+        return ""
+    parts = []
+    if resumed.get("reused"):
+        parts.append(", ".join(resumed["reused"]) + " finished by an earlier run")
+    if resumed.get("continued"):
+        parts.append(", ".join(resumed["continued"]) + " continued from an earlier run's checkpoint")
+    return "; resumed: " + "; ".join(parts) + " (this time is this process's only)"
+
+
 def _class_table(res: dict, space: LabelSpace) -> list[str]:
     """Per thing class: PQ, SQ, RQ, counts, IoU and AP of each model (cells "source / self / oracle"),
     and PQ of the connected-component baselines."""
@@ -238,7 +251,8 @@ def write_report(out_dir: str | Path, metrics: dict, *, space: LabelSpace, curve
         per = t.get("seconds_per_iteration", {})
         lines += ["## Time", "",
                   f"- wall time of the demo: {metrics.get('wall_seconds', float('nan')):.0f} s "
-                  f"(stages: " + ", ".join(f"{k} {v:.0f} s" for k, v in metrics.get("stage_seconds", {}).items()) + ")",
+                  f"(stages: " + ", ".join(f"{k} {v:.0f} s" for k, v in metrics.get("stage_seconds", {}).items()) + ")"
+                  + resumed_note(metrics.get("resumed_stages")),
                   f"- one self-training iteration: {per.get('iteration', float('nan')):.2f} s; making the instance "
                   f"pseudo-labels (clustering + morphology) takes {100 * t.get('instance_pseudo_share', float('nan')):.1f}% "
                   f"of it ({100 * t.get('instance_pseudo_share_with_teacher', float('nan')):.1f}% with the teacher's "
