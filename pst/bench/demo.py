@@ -140,7 +140,7 @@ def _wall_line(w: dict) -> str:
         head = "no seed ran whole in one process, so no wall time per seed"
     else:
         head = f"wall time per seed {w['mean']:.0f} s on average over {w['n']} whole run(s)"
-    return f"{head} ({', '.join(per)})."
+    return f"{head} ({'; '.join(per)})."
 
 
 def to_markdown(s: dict) -> str:

@@ -158,8 +158,8 @@ def _fmt(v: Any) -> str:
 
 
 def resumed_note(resumed: dict | None) -> str:
-    """``"; resumed: ..."`` when an earlier run finished or started stages (the wall time then
-    covers this process only), else ``""``."""
+    """``" (this process only: ...)"`` when an earlier run finished or started stages (the wall
+    time then covers what was left), else ``""``."""
     if not resumed or not (resumed.get("reused") or resumed.get("continued")):
         return ""
     parts = []
@@ -167,7 +167,7 @@ def resumed_note(resumed: dict | None) -> str:
         parts.append(", ".join(resumed["reused"]) + " finished by an earlier run")
     if resumed.get("continued"):
         parts.append(", ".join(resumed["continued"]) + " continued from an earlier run's checkpoint")
-    return "; resumed: " + "; ".join(parts) + " (this time is this process's only)"
+    return f" (this process only: {'; '.join(parts)})"
 
 
 def _class_table(res: dict, space: LabelSpace) -> list[str]:
