@@ -326,8 +326,8 @@ def test_bench_demo_over_seeds_ccm(tmp_path, monkeypatch):
     env = s["environment"]
     assert env["torch"] == torch.__version__ and env["threads"] >= 1 and "commit" in env and env["cpu"]
     assert set(s["wall_seconds"]["per_seed"]) == {"0", "1"} and s["wall_seconds"]["resumed"] == {}
-    assert s["wall_seconds"]["n"] == 2 and "on average over 2 whole run(s)" in (out / "demo_seeds.md").read_text()
     md = (out / "demo_seeds.md").read_text()
+    assert s["wall_seconds"]["n"] == 2 and "on average over 2 whole run(s)" in md
     assert "self_trained_cc" in md and "gap closed, PQ_things" in md and "Per seed" in md
 
     # resumable: finished seeds are read back, not run again; a new seed runs

@@ -74,14 +74,11 @@ def _seed_values(m: dict) -> dict[str, Any]:
             "ap_min_region_size": m.get("ap_min_region_size")}
 
 
-def _was_resumed(v: dict) -> bool:
-    r = v.get("resumed_stages") or {}
-    return bool(r.get("reused") or r.get("continued"))
-
-
 def summarize(per_seed: dict[int, dict], *, config: str, overrides: Sequence[str] = ()) -> dict[str, Any]:
     """The ``demo_seeds.json`` content from each seed's metrics.json (seed -> dict)."""
     import torch
+
+    from pst.train.report import was_resumed
 
     vals = {str(s): _seed_values(m) for s, m in per_seed.items()}
     runs = list(vals.values())
@@ -116,8 +113,8 @@ def summarize(per_seed: dict[int, dict], *, config: str, overrides: Sequence[str
         "pseudo_quality_last": over("pseudo_quality_last"),
         # the mean and spread cover whole runs only: a resumed seed timed only what it had left
         "wall_seconds": {"per_seed": {s: v["wall_seconds"] for s, v in vals.items()},
-                         "resumed": {s: v["resumed_stages"] for s, v in vals.items() if _was_resumed(v)},
-                         **_stats([v["wall_seconds"] for v in runs if not _was_resumed(v)])},
+                         "resumed": {s: v["resumed_stages"] for s, v in vals.items() if was_resumed(v["resumed_stages"])},
+                         **_stats([v["wall_seconds"] for v in runs if not was_resumed(v["resumed_stages"])])},
         "per_seed": vals,
         "environment": machine(threads=torch.get_num_threads(), machine=platform.machine()),
     }

@@ -27,6 +27,7 @@ from pst.io import write_json
 from pst.train.checkpoint import load_checkpoint, net_from_checkpoint
 from pst.train.data import build_dataset, maybe_cache
 from pst.train.evaluate import evaluate_net
+from pst.train.loop import stage_checkpoints
 from pst.train.report import gap_closed, write_report
 from pst.train.runlock import holds_run_folder, join_parent_hold
 from pst.train.runtime import setup_runtime
@@ -111,9 +112,13 @@ def run_demo(cfg, out_dir: str | Path, *, resume: bool = False, progress: bool =
         logger.warning("no oracle: the target has no labels (data.target.has_labels is false)")
     # what an earlier run left: then wall_seconds times this process only, not the whole demo
     stages = ("source", "oracle", "selftrain") if oracle else ("source", "selftrain")
-    resumed = {"reused": [s for s in stages if resume and (out_dir / f"{s}.pt").is_file()],
-               "continued": [s for s in stages if resume and not (out_dir / f"{s}.pt").is_file()
-                             and (out_dir / s / "last.pt").is_file()]}
+    resumed: dict[str, list[str]] = {"reused": [], "continued": []}
+    for name in stages if resume else ():
+        final, last = stage_checkpoints(out_dir, name)
+        if final.is_file():
+            resumed["reused"].append(name)
+        elif last.is_file():
+            resumed["continued"].append(name)
     side = _side_by_side_threads(cfg, device) if oracle else 0
     t = time.perf_counter()
     if side:

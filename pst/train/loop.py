@@ -35,7 +35,7 @@ from pst.train.model import build_optimizer, set_lr
 from pst.train.runlock import hold_run_folder
 from pst.train.runtime import Runtime, make_scaler, optimizer_step, setup_runtime, wrap_ddp
 
-__all__ = ["Stopwatch", "Stage", "TrainLoop", "check_finite", "diverged"]
+__all__ = ["Stopwatch", "Stage", "TrainLoop", "check_finite", "diverged", "stage_checkpoints"]
 
 
 @contextlib.contextmanager
@@ -180,14 +180,20 @@ def _threads_restored() -> Iterator[None]:
         torch.set_num_threads(before)
 
 
+def stage_checkpoints(out_dir: str | Path, name: str) -> tuple[Path, Path]:
+    """A stage's checkpoints in its run folder: the finished one ``<out_dir>/<name>.pt`` and
+    the resumable one ``<out_dir>/<name>/last.pt``."""
+    out_dir = Path(out_dir)
+    return out_dir / f"{name}.pt", out_dir / name / "last.pt"
+
+
 class TrainLoop:
     """Runs a :class:`Stage` in the run folder ``out_dir`` (see the module docstring)."""
 
     def __init__(self, cfg, out_dir: str | Path, name: str, log: logging.Logger):
         self.cfg, self.name, self.log = cfg, name, log
         self.out_dir = Path(out_dir)
-        self.final = self.out_dir / f"{name}.pt"
-        self.last = self.out_dir / name / "last.pt"
+        self.final, self.last = stage_checkpoints(self.out_dir, name)
 
     def train(self, build: Callable[[Runtime], Stage], *, require: tuple[str, ...], resume: bool = False,
               max_steps: int | None = None, device: str | torch.device | None = None, progress: bool = True,

@@ -17,7 +17,7 @@ from pst.io import save_png, write_bytes, write_text
 from pst.labels import LABEL_DIVISOR, LabelSpace
 
 __all__ = ["gap_closed", "instance_colors", "colorize_panoptic", "save_overlays", "plot_curve",
-           "plot_pseudo_quality", "write_report"]
+           "plot_pseudo_quality", "resumed_note", "was_resumed", "write_report"]
 
 logger = logging.getLogger(__name__)
 
@@ -157,10 +157,15 @@ def _fmt(v: Any) -> str:
     return str(v)
 
 
+def was_resumed(resumed: dict | None) -> bool:
+    """Whether a demo's ``resumed_stages`` names any stage an earlier run finished or started."""
+    return bool(resumed and (resumed.get("reused") or resumed.get("continued")))
+
+
 def resumed_note(resumed: dict | None) -> str:
     """``" (this process only: ...)"`` when an earlier run finished or started stages (the wall
     time then covers what was left), else ``""``."""
-    if not resumed or not (resumed.get("reused") or resumed.get("continued")):
+    if not was_resumed(resumed):
         return ""
     parts = []
     if resumed.get("reused"):

@@ -142,8 +142,7 @@ def _holder_record(fd: int) -> dict:
         time.sleep(0.01)
 
 
-def _busy(folder: Path, fd: int) -> RunFolderBusy:
-    info = _holder_record(fd)
+def _busy(folder: Path, info: dict) -> RunFolderBusy:
     return RunFolderBusy(f"{folder}: in use by another pst process ({_describe(info)}); wait for it to finish or "
                          f"write into another folder (the lock is {folder / LOCK_NAME})")
 
@@ -187,7 +186,7 @@ def hold_run_folder(folder: str | os.PathLike) -> Iterator[Path]:
         fd = _open_lock_file(folder)
         try:
             if not _try_lock(fd):
-                raise _busy(folder, fd)
+                raise _busy(folder, _holder_record(fd))
             _take(folder, key, fd)
         except BaseException:
             os.close(fd)
@@ -216,7 +215,7 @@ def join_parent_hold(folder: str | os.PathLike) -> Iterator[Path]:
         else:
             info = _holder_record(fd)
             if info.get("pid") != os.getppid() or info.get("host") != socket.gethostname():
-                raise _busy(folder, fd)
+                raise _busy(folder, info)
             logger.debug("%s: working under the lock of the parent process %d", folder, os.getppid())
             _held[key] = [None, 1]
     finally:
